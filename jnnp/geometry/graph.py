@@ -1,0 +1,120 @@
+"""Neighbour graph: index arrays (host-built, numpy → jnp) that the jitted descriptor reads.
+
+A `Graph` holds only integers, integer lattice shifts and masks; positions and the cell are
+separate, differentiable inputs. Pairs and triplets are grouped into the blocks of a
+`jnnp.descriptors.plan.DescriptorPlan` so that each symmetry function only touches the pairs or
+triplets of its element combination, and triplets are never formed edge × edge.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flax import struct
+
+from jnnp.geometry.pairs import all_image_pairs, triplets
+
+__all__ = ["Graph", "build_graph"]
+
+
+@struct.dataclass
+class Graph:
+    """Index data for one structure (or a padded batch of structures).
+
+    Attributes:
+        species: (N,) int32 element index 0..T−1 (0 for padding atoms).
+        atom_mask: (N,) bool, False for padding atoms.
+        element_atoms: per element, (N_c,) int32 global indices of the atoms of that element.
+        element_mask: per element, (N_c,) bool.
+        pair_i, pair_j: (P,) int32 centre and neighbour atom of each directed pair.
+        pair_shift: (P, 3) int32 lattice shift of j's image (rows of the cell).
+        pair_blocks: per plan pair block, (idx, local, mask): (P_b,) pair indices, centre index
+            within its element, validity.
+        triplet_blocks: per plan triplet block, (p, q, local, mask): (T_b,) two pair indices sharing
+            the centre, centre index within its element, validity.
+    """
+
+    species: np.ndarray
+    atom_mask: np.ndarray
+    element_atoms: tuple
+    element_mask: tuple
+    pair_i: np.ndarray
+    pair_j: np.ndarray
+    pair_shift: np.ndarray
+    pair_blocks: tuple
+    triplet_blocks: tuple
+
+    @property
+    def n_atoms(self) -> int:
+        return self.species.shape[0]
+
+    def sizes(self) -> dict:
+        """Array lengths (the static shape signature that determines compilation)."""
+        return {"atoms": self.species.shape[0], "pairs": self.pair_i.shape[0],
+                "elements": tuple(a.shape[0] for a in self.element_atoms),
+                "pair_blocks": tuple(b[0].shape[0] for b in self.pair_blocks),
+                "triplet_blocks": tuple(b[0].shape[0] for b in self.triplet_blocks)}
+
+
+def species_of(numbers, elements) -> np.ndarray:
+    """Element index 0..T−1 of each atomic number; ValueError naming an unknown element."""
+    numbers = np.asarray(numbers)
+    lookup = {int(z): i for i, z in enumerate(elements)}
+    unknown = sorted(set(numbers.tolist()) - set(lookup))
+    if unknown:
+        raise ValueError(f"atomic number(s) {unknown} not among the model's elements {list(elements)}")
+    return np.array([lookup[int(z)] for z in numbers], dtype=np.int32)
+
+
+def build_graph(plan, positions, numbers, cell=None, pbc=False) -> Graph:
+    """Build the neighbour graph of one structure for a descriptor plan (numpy, outside jit).
+
+    Every periodic image within the cutoff is included, so cells smaller than twice the cutoff
+    are handled exactly.
+
+    Args:
+        plan: `jnnp.descriptors.plan.DescriptorPlan`.
+        positions: (N, 3) [Å]; numbers: (N,) atomic numbers.
+        cell: (3, 3) rows [Å] or None; pbc: bool or (3,) bool.
+
+    Returns:
+        Graph with exact (unpadded) sizes, all masks True.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    n = len(positions)
+    species = species_of(numbers, plan.spec.elements)
+    cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+    pl = all_image_pairs(positions, cell, pbc, plan.spec.cutoff)
+    element_atoms = [np.flatnonzero(species == c).astype(np.int32) for c in range(len(plan.spec.elements))]
+    local = np.zeros(n, dtype=np.int32)
+    for atoms in element_atoms:
+        local[atoms] = np.arange(len(atoms), dtype=np.int32)
+    si, sj, d = species[pl.centers], species[pl.neighbors], pl.distances
+
+    pair_blocks = []
+    for b in plan.pair_blocks:
+        c, e = b.key
+        idx = np.flatnonzero((si == c) & (sj == e) & (d < b.rc)).astype(np.int32)
+        pair_blocks.append((idx, local[pl.centers[idx]], np.ones(len(idx), bool)))
+
+    triplet_blocks = []
+    if plan.triplet_blocks:
+        p, q = triplets(pl.centers)
+        ej, ek = sj[p], sj[q]
+        lo, hi = np.minimum(ej, ek), np.maximum(ej, ek)
+        c_of = si[p]
+        rmax = np.maximum(d[p], d[q])
+        for b in plan.triplet_blocks:
+            c, e1, e2 = b.key
+            sel = (c_of == c) & (lo == e1) & (hi == e2) & (rmax < b.rc)
+            tp, tq = p[sel], q[sel]
+            if b.narrow:
+                rjk = np.linalg.norm(pl.vectors[tq] - pl.vectors[tp], axis=1)
+                keep = rjk < b.rc
+                tp, tq = tp[keep], tq[keep]
+            triplet_blocks.append((tp.astype(np.int32), tq.astype(np.int32),
+                                   local[pl.centers[tp]], np.ones(len(tp), bool)))
+
+    return Graph(species=species, atom_mask=np.ones(n, bool), element_atoms=tuple(element_atoms),
+                 element_mask=tuple(np.ones(len(a), bool) for a in element_atoms),
+                 pair_i=pl.centers, pair_j=pl.neighbors, pair_shift=pl.shifts,
+                 pair_blocks=tuple(pair_blocks), triplet_blocks=tuple(triplet_blocks))

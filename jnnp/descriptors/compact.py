@@ -107,10 +107,10 @@ def core_function(kind: str, x):
     """
     core, asym = parse_subtype(kind)
     x = _float(x)
-    if asym:
-        x = (2.0 - x) * x
     ok = x < 1.0
     xs = jnp.where(ok, x, jnp.asarray(0.5, x.dtype))
+    if asym:
+        xs = (2.0 - xs) * xs
     return jnp.where(ok, _core_raw(core, xs), jnp.zeros((), x.dtype))
 
 
@@ -133,10 +133,10 @@ def _per_column(subtypes: Subtypes, fn, shape):
 def _compact_value(core: str, asym: bool, a, center, scale, mask):
     """g(|(a - c) * scale|) where ``mask`` holds, else 0 (with safe gradients)."""
     y = jnp.abs((a - center) * scale)
-    if asym:
-        y = (2.0 - y) * y
     ok = mask & (y < 1.0)
     ys = jnp.where(ok, y, jnp.asarray(0.5, y.dtype))
+    if asym:
+        ys = (2.0 - ys) * ys
     return jnp.where(ok, _core_raw(core, ys), jnp.zeros((), y.dtype))
 
 

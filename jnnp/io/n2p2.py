@@ -333,3 +333,100 @@ def read_n2p2(directory, *, input_nn="input.nn", scaling="scaling.data",
     params = {"descriptor": init_descriptor_params(spec.descriptor), "scaling": tuple(stats),
               "networks": nets, "energy": energy}
     return Potential(spec, params)
+
+
+def _sf_line(sf: SymFunc, L: float) -> str:
+    ec, t = symbol(sf.center), sf.type
+    nb = " ".join(symbol(z) for z in sf.neighbors)
+    g = lambda x: f"{x:.17g}"
+    if t == 2:
+        body = f"{nb} {g(sf.eta * L**2)} {g(sf.rs / L)} {g(sf.rc / L)}"
+    elif t in (3, 9):
+        body = f"{nb} {g(sf.eta * L**2)} {g(sf.lam)} {g(sf.zeta)} {g(sf.rc / L)} {g(sf.rs / L)}"
+    elif t == 12:
+        body = f"{g(sf.eta * L**2)} {g(sf.rs / L)} {g(sf.rc / L)}"
+    elif t == 13:
+        body = f"{g(sf.eta * L**2)} {g(sf.rs / L)} {g(sf.lam)} {g(sf.zeta)} {g(sf.rc / L)}"
+    elif t in (20, 23):
+        body = f"{nb} {g(sf.rl / L)} {g(sf.rc / L)} {sf.subtype}".strip()
+    else:
+        body = f"{nb} {g(sf.rl / L)} {g(sf.rc / L)} {g(sf.angle_left)} {g(sf.angle_right)} {sf.subtype}"
+    return f"symfunction_short {ec} {t} {body.strip()}"
+
+
+def write_n2p2(potential: Potential, directory, *, length_unit=None, energy_unit=None) -> None:
+    """Write ``input.nn``, ``scaling.data`` and ``weights.NNN.data`` for n2p2 (or `read_n2p2`).
+
+    Args:
+        potential: a jnnp potential (any float dtype; written in full float64 precision).
+        directory: output folder (created).
+        length_unit, energy_unit: units of the written model; default: the units it was read in
+            (``spec.source_units``), else Å/eV. They are recorded in the input.nn header.
+
+    The per-element energy shift is written as ``atom_energy`` and the network output unit as
+    ``conv_energy`` (with mean_energy 0, conv_length 1), which n2p2 applies exactly as jnnp does.
+    """
+    from jnnp.descriptors.params import spec_with_params
+
+    spec, p = potential.spec, jax_to_numpy(potential.params)
+    lunit = length_unit or spec.source_units[0]
+    eunit = energy_unit or spec.source_units[1]
+    L, E = length_factor(lunit), energy_factor(eunit)
+    desc = spec_with_params(spec.descriptor, p["descriptor"])
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    syms = [symbol(z) for z in spec.elements]
+    lines = ["# n2p2 HDNNP written by jnnp", f"# Length unit: {lunit}", f"# Energy unit: {eunit}",
+             f"number_of_elements {len(syms)}", f"elements {' '.join(syms)}",
+             f"cutoff_type {desc.cutoff_type} {desc.cutoff_alpha:.17g}"]
+    scale = float(p["energy"]["scale"])
+    lines += ["mean_energy 0.0", f"conv_energy {E / scale:.17g}", "conv_length 1.0"]
+    for s, shift in zip(syms, p["energy"]["shift"]):
+        lines.append(f"atom_energy {s} {float(shift) / E:.17g}")
+    kw = {"scale": ["scale_symmetry_functions"], "center": ["center_symmetry_functions"],
+          "scale_center": ["scale_symmetry_functions", "center_symmetry_functions"],
+          "sigma": ["scale_symmetry_functions_sigma"],
+          "sigma_center": ["scale_symmetry_functions_sigma", "center_symmetry_functions"],
+          "none": []}[spec.scaling]
+    lines += kw + [f"scale_min_short {spec.scale_min:.17g}", f"scale_max_short {spec.scale_max:.17g}"]
+    lines += [f"global_hidden_layers_short {len(spec.hidden)}",
+              f"global_nodes_short {' '.join(map(str, spec.hidden))}",
+              f"global_activation_short {' '.join(spec.activations)}"]
+    if spec.normalize_nodes:
+        lines.append("normalize_nodes")
+    lines += [_sf_line(sf, L) for fs in desc.functions for sf in fs]
+    _atomic_write(d / "input.nn", "\n".join(lines) + "\n")
+
+    rows = ["# e_index sf_index sf_min sf_max sf_mean sf_sigma"]
+    for e, st in enumerate(p["scaling"], 1):
+        for k in range(len(st["min"])):
+            rows.append(f"{e:10d} {k + 1:10d} " + " ".join(
+                f"{float(st[f][k]):24.16E}" for f in ("min", "max", "mean", "sigma")))
+    _atomic_write(d / "scaling.data", "\n".join(rows) + "\n")
+
+    for z, net in zip(spec.elements, p["networks"]):
+        out = ["# connection t index l_s n_s l_e n_e"]
+        idx = 0
+        layers = net["params"]
+        for k in range(len(layers)):
+            w, b = np.asarray(layers[f"layer_{k}"]["kernel"]), np.asarray(layers[f"layer_{k}"]["bias"])
+            for i in range(w.shape[0]):
+                for j in range(w.shape[1]):
+                    idx += 1
+                    out.append(f"{w[i, j]:24.16E} a {idx:9d} {k:5d} {i + 1:5d} {k + 1:5d} {j + 1:5d}")
+            for j in range(w.shape[1]):
+                idx += 1
+                out.append(f"{b[j]:24.16E} b {idx:9d} {k + 1:5d} {j + 1:5d}")
+        _atomic_write(d / f"weights.{z:03d}.data", "\n".join(out) + "\n")
+
+
+def jax_to_numpy(tree):
+    import jax
+    return jax.tree.map(lambda x: np.asarray(x, dtype=np.float64) if np.issubdtype(np.asarray(x).dtype, np.floating)
+                        else np.asarray(x), tree)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -3,8 +3,14 @@
 `make_descriptor_fn(spec)` returns ``descriptor_fn(params, positions, cell, graph)`` giving, per
 element c, the (N_c, n_c) matrix of unscaled symmetry functions of the atoms of that element, in
 n2p2's column order. Each pair block (c, e) and triplet block (c, e1, e2) of the graph is visited
-once; all functions that read a block are evaluated together as a (rows, columns) array and
-summed onto their centre atoms with a sorted segment sum.
+once; the functions that read a block are evaluated together and summed onto their centre atoms
+with a sorted segment sum.
+
+Speed comes from sharing work between functions, as n2p2's symmetry-function groups do: the
+cutoff function is evaluated once per pair and distinct r_c, the angular power once per distinct
+(λ, ζ) (integer ζ by repeated multiplication), the squared-distance sums once per distinct r_s.
+That sharing needs the values at trace time, so it applies to fields that are not in
+``spec.trainable``; trainable fields are read from ``params`` and evaluated per function.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import numpy as np
 
 from jnnp.descriptors import compact as _compact
 from jnnp.descriptors.cutoff import cutoff as _cutoff
+from jnnp.descriptors.params import FIELDS, field_values
 from jnnp.descriptors.plan import make_plan
 from jnnp.descriptors.spec import DescriptorSpec
 from jnnp.geometry.edges import edge_vectors, safe_norm
@@ -22,125 +29,153 @@ from jnnp.geometry.edges import edge_vectors, safe_norm
 __all__ = ["make_descriptor_fn"]
 
 
-def _exp_radial(r, p, cut):
-    """exp(−η (r − r_s)²) f_c(r); r: (R, 1), params (1, k)."""
-    return jnp.exp(-p["eta"] * (r - p["rs"]) ** 2) * cut(r, p["rc"])
-
-
-def _angular_power(cos, lam, zeta):
-    """2^(1−ζ) (1 + λ cos θ)^ζ with a finite gradient where 1 + λ cos θ = 0."""
-    base = 1.0 + lam * cos
-    pos = base > 0
-    return jnp.where(pos, jnp.exp2(1.0 - zeta) * jnp.power(jnp.where(pos, base, 1.0), zeta), 0.0)
-
-
 class _Columns:
-    """Static per-block column information: types, λ, subtypes, windows (numpy)."""
+    """Static per-block column information (numpy): types, λ, weights, windows, field values."""
 
-    def __init__(self, spec: DescriptorSpec, c: int, block):
+    def __init__(self, spec: DescriptorSpec, block):
+        c = block.key[0]
         fs = spec.functions[c]
+        self.c = c
         self.cols = np.asarray(block.columns, dtype=np.int32)
         self.weights = np.asarray(block.weights, dtype=np.float64)
-        self.types = np.array([fs[k].type for k in block.columns])
-        self.lam = np.array([fs[k].lam for k in block.columns])
-        self.subtypes = tuple(fs[k].subtype for k in block.columns)
+        self.types = [fs[k].type for k in block.columns]
+        self.lam = [fs[k].lam for k in block.columns]
+        self.subtypes = [fs[k].subtype for k in block.columns]
         self.left, self.right = _compact.angle_bounds_radians(
             [fs[k].angle_left for k in block.columns], [fs[k].angle_right for k in block.columns])
-
-    def subset(self, types) -> np.ndarray:
-        return np.flatnonzero(np.isin(self.types, list(types)))
+        self.static = {f: field_values(spec, c, f)[self.cols] for f in FIELDS}
 
 
-def _gather(params_c, cols, dtype):
-    return {f: jnp.asarray(v, dtype)[cols][None, :] for f, v in params_c.items()}
+class _Cache(dict):
+    """Memoise shared sub-expressions by static key (None key = trainable: never shared)."""
+
+    def get_or(self, key, fn):
+        if key is None or any(k is None for k in key):
+            return fn()
+        if key not in self:
+            self[key] = fn()
+        return self[key]
+
+
+def _pow_int_or_float(base, zeta):
+    """(base)^ζ for base ≥ 0 with finite gradients; integer static ζ by repeated multiplication."""
+    pos = base > 0
+    safe = jnp.where(pos, base, 1.0)
+    if isinstance(zeta, float) and zeta.is_integer() and 0 < zeta <= 64:
+        return jnp.where(pos, jax.lax.integer_pow(safe, int(zeta)), 0.0)
+    return jnp.where(pos, jnp.power(safe, zeta), 0.0)
 
 
 def make_descriptor_fn(spec: DescriptorSpec):
     """Build ``descriptor_fn(params, positions, cell, graph) -> tuple[(N_c, n_c) arrays]``.
 
     Args of the returned function:
-        params: descriptor parameter pytree (`jnnp.descriptors.init_descriptor_params`).
+        params: descriptor parameter pytree (`jnnp.descriptors.init_descriptor_params`), holding
+            the fields listed in ``spec.trainable``.
         positions: (N, 3) [Å]; cell: (3, 3) lattice rows [Å] (zeros for free systems).
         graph: `jnnp.geometry.Graph` built for this spec's plan.
 
     Returns per element c the symmetry-function values of its atoms (dimensionless), with
-    padding rows (element_mask False) set to zero.
-    Differentiable w.r.t.: positions, cell, every entry of ``params``.
+    padding rows (element_mask False) set to zero. Computed in the dtype of ``positions``.
+    Differentiable w.r.t.: positions, cell, and the trainable fields in ``params``.
     """
     plan = make_plan(spec)
     nel = len(spec.elements)
-    pair_cols = [_Columns(spec, b.key[0], b) for b in plan.pair_blocks]
-    trip_cols = [_Columns(spec, b.key[0], b) for b in plan.triplet_blocks]
+    pair_info = [_Columns(spec, b) for b in plan.pair_blocks]
+    trip_info = [_Columns(spec, b) for b in plan.triplet_blocks]
+    trainable = set(spec.trainable)
     ctype = spec.cutoff_type
 
     def descriptor_fn(params, positions, cell, graph):
         dtype = positions.dtype
-        alpha = jnp.asarray(params["alpha"], dtype)
+        alpha = jnp.asarray(params["alpha"], dtype) if "alpha" in trainable else spec.cutoff_alpha
 
-        def cut(r, rc):
-            return _cutoff(ctype, r, rc, alpha)
+        def field(info, f, j):
+            """Value of field f for block column j: Python float (static) or traced scalar."""
+            if f in trainable:
+                return jnp.asarray(params["elements"][info.c][f], dtype)[info.cols[j]]
+            return float(info.static[f][j])
+
+        def key(*vals):
+            return tuple(v if isinstance(v, float) else None for v in vals)
 
         vec = edge_vectors(positions, cell, graph.pair_i, graph.pair_j, graph.pair_shift)
+        r_pair = safe_norm(vec)
+        pair_cache = _Cache()
+
+        def fc_pair(rc):  # f_c(r) of every pair for a static r_c, shared by all blocks
+            return pair_cache.get_or(("fc", rc), lambda: _cutoff(ctype, r_pair, rc, alpha))
+
         out = [jnp.zeros((graph.element_atoms[c].shape[0], len(spec.functions[c])), dtype)
                for c in range(nel)]
 
-        for b, info, (idx, local, mask) in zip(plan.pair_blocks, pair_cols, graph.pair_blocks):
-            c = b.key[0]
-            p = _gather(params["elements"][c], info.cols, dtype)
-            r = safe_norm(vec[idx])[:, None]
-            vals = jnp.zeros((r.shape[0], len(info.cols)), dtype)
-            sel = info.subset({2, 12})
-            if sel.size:
-                vals = vals.at[:, sel].set(_exp_radial(r, _take(p, sel), cut))
-            sel = info.subset({20, 23})
-            if sel.size:
-                vals = vals.at[:, sel].set(_compact.compact_radial(
-                    _pick(info.subtypes, sel), r, p["rl"][:, sel], p["rc"][:, sel]))
-            vals = vals * jnp.asarray(info.weights, dtype) * mask[:, None]
-            out[c] = out[c].at[:, info.cols].add(
-                jax.ops.segment_sum(vals, local, out[c].shape[0], indices_are_sorted=True))
+        def accumulate(info, columns, local, mask):
+            vals = jnp.stack(columns, axis=1) * jnp.asarray(info.weights, dtype) * mask[:, None]
+            seg = jax.ops.segment_sum(vals, local, out[info.c].shape[0], indices_are_sorted=True)
+            out[info.c] = out[info.c].at[:, info.cols].add(seg)
 
-        for b, info, (tp, tq, local, mask) in zip(plan.triplet_blocks, trip_cols, graph.triplet_blocks):
-            c = b.key[0]
-            p = _gather(params["elements"][c], info.cols, dtype)
+        for info, (idx, local, mask) in zip(pair_info, graph.pair_blocks):
+            r = r_pair[idx]
+            cache = _Cache()
+            columns = []
+            for j, t in enumerate(info.types):
+                rc = field(info, "rc", j)
+                if t in (2, 12):
+                    eta, rs = field(info, "eta", j), field(info, "rs", j)
+                    fc = cache.get_or(key(rc), lambda: fc_pair(rc)[idx] if isinstance(rc, float)
+                                      else _cutoff(ctype, r, rc, alpha))
+                    d2 = cache.get_or(("d2",) + key(rs), lambda: (r - rs) ** 2)
+                    columns.append(jnp.exp(-eta * d2) * fc)
+                else:
+                    rl = field(info, "rl", j)
+                    columns.append(_compact.compact_radial(info.subtypes[j], r, rl, rc))
+            accumulate(info, columns, local, mask)
+
+        for info, (tp, tq, local, mask) in zip(trip_info, graph.triplet_blocks):
             v1, v2 = vec[tp], vec[tq]
-            r1, r2, r3 = safe_norm(v1), safe_norm(v2), safe_norm(v2 - v1)
+            r1, r2 = r_pair[tp], r_pair[tq]
+            r3 = safe_norm(v2 - v1)
             rr = r1 * r2
             ok = rr > 0
             cos = jnp.where(ok, jnp.sum(v1 * v2, axis=-1) / jnp.where(ok, rr, 1.0), 0.0)
-            r1, r2, r3, cos = r1[:, None], r2[:, None], r3[:, None], cos[:, None]
-            vals = jnp.zeros((r1.shape[0], len(info.cols)), dtype)
-            sel = info.subset({3, 9, 13})
-            if sel.size:
-                q = _take(p, sel)
-                narrow = jnp.asarray(np.isin(info.types[sel], (3, 13)))
-                d2 = (r1 - q["rs"]) ** 2 + (r2 - q["rs"]) ** 2 + jnp.where(narrow, (r3 - q["rs"]) ** 2, 0.0)
-                fc = cut(r1, q["rc"]) * cut(r2, q["rc"]) * jnp.where(narrow, cut(r3, q["rc"]), 1.0)
-                lam = jnp.asarray(info.lam[sel], dtype)
-                vals = vals.at[:, sel].set(_angular_power(cos, lam, q["zeta"]) * jnp.exp(-q["eta"] * d2) * fc)
-            sel = info.subset({21, 22, 24, 25})
-            if sel.size:
-                q = _take(p, sel)
-                subs = _pick(info.subtypes, sel)
-                narrow = jnp.asarray(np.isin(info.types[sel], (21, 24)))
-                rad = (_compact.compact_radial(subs, r1, q["rl"], q["rc"])
-                       * _compact.compact_radial(subs, r2, q["rl"], q["rc"])
-                       * jnp.where(narrow, _compact.compact_radial(subs, r3, q["rl"], q["rc"]), 1.0))
-                ang = _compact.compact_angular(subs, cos, info.left[sel], info.right[sel])
-                vals = vals.at[:, sel].set(rad * ang)
-            vals = vals * jnp.asarray(info.weights, dtype) * mask[:, None]
-            out[c] = out[c].at[:, info.cols].add(
-                jax.ops.segment_sum(vals, local, out[c].shape[0], indices_are_sorted=True))
+            cache = _Cache()
+            columns = []
+            for j, t in enumerate(info.types):
+                narrow = t in (3, 13, 21, 24)
+                rc = field(info, "rc", j)
+                if t in (3, 9, 13):
+                    eta, rs, zeta = field(info, "eta", j), field(info, "rs", j), field(info, "zeta", j)
+                    lam = info.lam[j]
+
+                    def fcprod(rc=rc, narrow=narrow):
+                        if isinstance(rc, float):
+                            f = fc_pair(rc)
+                            f12 = cache.get_or(("fc12", rc), lambda: f[tp] * f[tq])
+                        else:
+                            f12 = _cutoff(ctype, r1, rc, alpha) * _cutoff(ctype, r2, rc, alpha)
+                        return f12 * _cutoff(ctype, r3, rc, alpha) if narrow else f12
+
+                    fc = cache.get_or(("fc",) + key(rc) + (narrow,), fcprod)
+                    d2 = cache.get_or(("d2",) + key(rs) + (narrow,), lambda: (
+                        (r1 - rs) ** 2 + (r2 - rs) ** 2 + ((r3 - rs) ** 2 if narrow else 0.0)))
+                    pw = cache.get_or(("pow", lam) + key(zeta), lambda: jnp.exp2(1.0 - zeta)
+                                      * _pow_int_or_float(1.0 + lam * cos, zeta))
+                    columns.append(pw * jnp.exp(-eta * d2) * fc)
+                else:
+                    rl, sub = field(info, "rl", j), info.subtypes[j]
+
+                    def crad(x, rl=rl, rc=rc, sub=sub):
+                        return _compact.compact_radial(sub, x, rl, rc)
+
+                    rad = cache.get_or(("cr", sub) + key(rl, rc), lambda: crad(r1) * crad(r2))
+                    if narrow:
+                        rad = rad * cache.get_or(("cr3", sub) + key(rl, rc), lambda: crad(r3))
+                    ang = cache.get_or(("ca", sub, float(info.left[j]), float(info.right[j])),
+                                       lambda: _compact.compact_angular(sub, cos, info.left[j], info.right[j]))
+                    columns.append(rad * ang)
+            accumulate(info, columns, local, mask)
 
         return tuple(o * m[:, None] for o, m in zip(out, graph.element_mask))
 
     descriptor_fn.plan = plan
     return descriptor_fn
-
-
-def _take(p, sel):
-    return {k: v[:, sel] for k, v in p.items()}
-
-
-def _pick(seq, sel):
-    return tuple(seq[i] for i in sel)

@@ -1,38 +1,44 @@
-"""Differentiable descriptor parameters: a pytree of per-element arrays built from a spec.
+"""Differentiable descriptor parameters: a pytree holding the spec's *trainable* numeric fields.
 
-``params = {"alpha": (), "elements": ({"eta", "rs", "rc", "zeta", "rl": (n_c,)}, ...)}`` in the
-spec's column order. λ, the compact subtypes and angular windows stay static in the spec.
-Everything in this pytree can be differentiated (η, r_s, r_c, ζ, r_l and the inner-cutoff α).
+``params = {"alpha": () [if trainable], "elements": ({field: (n_c,)} for each element)}`` with one
+entry per field in ``spec.trainable`` (η, r_s, r_c, ζ, r_l), in the spec's column order. Fields
+that are not trainable are read from the spec as constants. λ, compact subtypes and angular
+windows are always static.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
 from jnnp.descriptors.spec import DescriptorSpec
 
-__all__ = ["FIELDS", "init_descriptor_params", "spec_with_params"]
+__all__ = ["FIELDS", "init_descriptor_params", "spec_with_params", "field_values"]
 
 FIELDS = ("eta", "rs", "rc", "zeta", "rl")
 
 
+def field_values(spec: DescriptorSpec, c: int, field: str) -> np.ndarray:
+    """(n_c,) float64 values of ``field`` for element index ``c`` as stored in the spec."""
+    return np.array([getattr(sf, field) for sf in spec.functions[c]], dtype=np.float64)
+
+
 def init_descriptor_params(spec: DescriptorSpec, dtype=np.float64) -> dict:
-    """Parameter pytree holding the spec's numeric values (numpy arrays of ``dtype``)."""
-    return {
-        "alpha": np.asarray(spec.cutoff_alpha, dtype=dtype),
-        "elements": tuple({f: np.array([getattr(sf, f) for sf in fs], dtype=dtype) for f in FIELDS}
-                          for fs in spec.functions),
-    }
+    """Parameter pytree with the spec's values of its trainable fields (numpy, ``dtype``)."""
+    params = {"elements": tuple({f: field_values(spec, c, f).astype(dtype) for f in FIELDS
+                                 if f in spec.trainable} for c in range(len(spec.elements)))}
+    if "alpha" in spec.trainable:
+        params["alpha"] = np.asarray(spec.cutoff_alpha, dtype=dtype)
+    return params
 
 
 def spec_with_params(spec: DescriptorSpec, params: dict) -> DescriptorSpec:
-    """A spec whose numeric fields are replaced by (concrete) values from ``params``."""
-    import dataclasses
-
+    """The spec with its trainable fields replaced by (concrete) values from ``params``."""
     funcs = []
     for fs, p in zip(spec.functions, params["elements"]):
-        vals = {f: np.asarray(p[f], dtype=np.float64) for f in FIELDS}
-        funcs.append(tuple(dataclasses.replace(sf, **{f: float(vals[f][k]) for f in FIELDS})
+        vals = {f: np.asarray(v, dtype=np.float64) for f, v in p.items()}
+        funcs.append(tuple(dataclasses.replace(sf, **{f: float(v[k]) for f, v in vals.items()})
                            for k, sf in enumerate(fs)))
-    return dataclasses.replace(spec, functions=tuple(funcs),
-                               cutoff_alpha=float(np.asarray(params["alpha"])))
+    alpha = float(np.asarray(params["alpha"])) if "alpha" in params else spec.cutoff_alpha
+    return dataclasses.replace(spec, functions=tuple(funcs), cutoff_alpha=alpha)

@@ -4,14 +4,18 @@ A `SymFunc` records one symmetry function as n2p2 defines it; a `DescriptorSpec`
 central element in n2p2's sort order, which fixes the column order of the descriptor matrix and of
 ``scaling.data``. Specs are frozen and hashable (they are static under jit); the continuous
 numbers (η, r_s, r_c, ζ, r_l) are copied into a parameter pytree by
-`jnnp.descriptors.params.init_descriptor_params` so that `jax.grad` can reach them.
+`jnnp.descriptors.params.init_descriptor_params` so that `jax.grad` can reach them — for the
+fields named in ``DescriptorSpec.trainable`` only. Fields that are not trainable are compile-time
+constants, which lets the descriptor use integer powers for ζ and share one cutoff evaluation per
+distinct r_c (several times faster); opt in to gradients w.r.t. η, r_s, r_c, ζ, r_l or α with
+`DescriptorSpec.with_trainable`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["SymFunc", "DescriptorSpec", "RADIAL_TYPES", "ANGULAR_TYPES", "WEIGHTED_TYPES",
+__all__ = ["SymFunc", "DescriptorSpec", "TRAINABLE_FIELDS", "RADIAL_TYPES", "ANGULAR_TYPES", "WEIGHTED_TYPES",
            "NARROW_TYPES", "COMPACT_TYPES", "sort_key"]
 
 RADIAL_TYPES = frozenset({2, 12, 20, 23})
@@ -20,6 +24,7 @@ WEIGHTED_TYPES = frozenset({12, 13, 23, 24, 25})
 # Narrow angular functions include the j–k distance (and need r_jk < r_c).
 NARROW_TYPES = frozenset({3, 13, 21, 24})
 COMPACT_TYPES = frozenset({20, 21, 22, 23, 24, 25})
+TRAINABLE_FIELDS = ("eta", "rs", "rc", "zeta", "rl", "alpha")
 
 
 @dataclasses.dataclass(frozen=True, order=False)
@@ -106,16 +111,30 @@ class DescriptorSpec:
         functions: per element (same order), the tuple of its `SymFunc` in n2p2 sort order.
         cutoff_type: n2p2 cutoff function type number (global, as in n2p2).
         cutoff_alpha: inner-cutoff fraction α ∈ [0, 1) (global).
+        trainable: numeric fields that live in the parameter pytree (differentiable), a subset of
+            ``TRAINABLE_FIELDS``; the others are constants of the compiled program.
     """
 
     elements: tuple[int, ...]
     functions: tuple[tuple[SymFunc, ...], ...]
     cutoff_type: int = 2
     cutoff_alpha: float = 0.0
+    trainable: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        bad = set(self.trainable) - set(TRAINABLE_FIELDS)
+        if bad:
+            raise ValueError(f"unknown trainable descriptor field(s) {sorted(bad)}; "
+                             f"expected a subset of {TRAINABLE_FIELDS}")
+        object.__setattr__(self, "trainable", tuple(f for f in TRAINABLE_FIELDS if f in self.trainable))
+
+    def with_trainable(self, fields=TRAINABLE_FIELDS) -> "DescriptorSpec":
+        """The same spec with ``fields`` (e.g. ``("eta", "rs")``) made differentiable parameters."""
+        return dataclasses.replace(self, trainable=tuple(fields))
 
     @classmethod
     def from_functions(cls, elements, functions, cutoff_type: int = 2, cutoff_alpha: float = 0.0,
-                       sort: bool = True) -> "DescriptorSpec":
+                       sort: bool = True, trainable=()) -> "DescriptorSpec":
         """Group a flat list of `SymFunc` by central element (and sort it as n2p2 does)."""
         elements = tuple(sorted(int(z) for z in elements))
         index = {z: i for i, z in enumerate(elements)}
@@ -129,7 +148,8 @@ class DescriptorSpec:
             per = [sorted(p, key=lambda s: sort_key(s, index)) for p in per]
         if not 0.0 <= cutoff_alpha < 1.0:
             raise ValueError(f"cutoff alpha must lie in [0, 1), got {cutoff_alpha}")
-        return cls(elements, tuple(tuple(p) for p in per), int(cutoff_type), float(cutoff_alpha))
+        return cls(elements, tuple(tuple(p) for p in per), int(cutoff_type), float(cutoff_alpha),
+                   tuple(trainable))
 
     @property
     def n_elements(self) -> int:

@@ -1,4 +1,8 @@
-"""n2p2 cutoff functions: closed forms, derivatives, boundaries, NaN safety, dtypes."""
+"""n2p2 cutoff functions: closed forms, derivatives, boundaries, NaN safety, dtypes.
+
+All types are evaluated by one jitted function (values and gradients w.r.t. r and r_c) on a
+fixed-length grid, so the whole module compiles only a few times.
+"""
 
 import math
 
@@ -14,9 +18,33 @@ from jnnp.descriptors.cutoff import (CUTOFF_NAMES, CUTOFF_TYPES, cutoff,  # noqa
                                      cutoff_type_number)
 
 RC = 6.0
+N = 16
 ALL = list(CUTOFF_TYPES)
 SMOOTH = [k for k in ALL if k != "hard"]
 INNER = ["cos", "exp", "poly1", "poly2", "poly3", "poly4"]
+
+
+@jax.jit  # noqa
+def _evaluate(r, rc, alpha):
+    """Stacked (9, N) arrays f, df/dr, df/drc for every cutoff type (order of `ALL`)."""
+    vals, drs, drcs = [], [], []
+    for kind in ALL:
+        def f(x, c, kind=kind):
+            return cutoff(kind, x, c, alpha)
+        vals.append(f(r, rc))
+        drs.append(jax.vmap(jax.grad(f), (0, None))(r, rc))
+        drcs.append(jax.vmap(jax.grad(f, 1), (0, None))(r, rc))
+    return jnp.stack(vals), jnp.stack(drs), jnp.stack(drcs)
+
+
+def evaluate(kind, r, rc=RC, alpha=0.0, dtype=np.float64):
+    """(f, df/dr, df/drc) of one type at up to N points (padded to N to reuse the compilation)."""
+    r = np.asarray(r, dtype=dtype)
+    n = r.size
+    rp = np.concatenate([r, np.full(N - n, 1.0, dtype=dtype)])
+    out = _evaluate(jnp.asarray(rp), jnp.asarray(rc, dtype), jnp.asarray(alpha, dtype))
+    i = ALL.index(kind)
+    return tuple(np.asarray(o[i, :n]) for o in out)
 
 
 def reference(kind, r, rc, alpha):
@@ -25,31 +53,40 @@ def reference(kind, r, rc, alpha):
     rci = alpha * rc
     x = (r - rci) / (rc - rci)
     with np.errstate(all="ignore"):
-        if kind == "hard":
-            f = np.ones_like(r)
-        elif kind == "cos":
-            f = 0.5 * (np.cos(np.pi * x) + 1.0)
-        elif kind == "tanhu":
-            f = np.tanh(1.0 - r / rc) ** 3
-        elif kind == "tanh":
-            f = np.tanh(1.0 - r / rc) ** 3 / np.tanh(1.0) ** 3
-        elif kind == "exp":
-            f = np.exp(1.0 - 1.0 / (1.0 - x**2))
-        elif kind == "poly1":
-            f = 2 * x**3 - 3 * x**2 + 1
-        elif kind == "poly2":
-            f = -6 * x**5 + 15 * x**4 - 10 * x**3 + 1
-        elif kind == "poly3":
-            f = 20 * x**7 - 70 * x**6 + 84 * x**5 - 35 * x**4 + 1
-        elif kind == "poly4":
-            f = -70 * x**9 + 315 * x**8 - 540 * x**7 + 420 * x**6 - 126 * x**5 + 1
+        f = {"hard": lambda: np.ones_like(r),
+             "cos": lambda: 0.5 * (np.cos(np.pi * x) + 1.0),
+             "tanhu": lambda: np.tanh(1.0 - r / rc) ** 3,
+             "tanh": lambda: np.tanh(1.0 - r / rc) ** 3 / np.tanh(1.0) ** 3,
+             "exp": lambda: np.exp(1.0 - 1.0 / (1.0 - x**2)),
+             "poly1": lambda: 2 * x**3 - 3 * x**2 + 1,
+             "poly2": lambda: -6 * x**5 + 15 * x**4 - 10 * x**3 + 1,
+             "poly3": lambda: 20 * x**7 - 70 * x**6 + 84 * x**5 - 35 * x**4 + 1,
+             "poly4": lambda: -70 * x**9 + 315 * x**8 - 540 * x**7 + 420 * x**6 - 126 * x**5 + 1,
+             }[kind]()
     if kind in INNER:
         f = np.where(r < rci, 1.0, f)
     return np.where(r >= rc, 0.0, f)
 
 
-def grad_r(kind, r, rc=RC, alpha=0.0):
-    return jax.vmap(jax.grad(lambda x: cutoff(kind, x, rc, alpha)))(jnp.asarray(r))
+def reference_derivative(kind, r, rc, alpha):
+    """Independent closed forms of df_c/dr (for r_ci < r < r_c)."""
+    r = np.asarray(r, dtype=np.float64)
+    rci = alpha * rc
+    iw = 1.0 / (rc - rci)
+    x = (r - rci) * iw
+    if kind == "cos":
+        return -0.5 * np.pi * np.sin(np.pi * x) * iw
+    if kind in ("tanhu", "tanh"):
+        t = np.tanh(1.0 - r / rc)
+        d = -3.0 * t**2 * (1.0 - t**2) / rc
+        return d if kind == "tanhu" else d / np.tanh(1.0) ** 3
+    if kind == "exp":
+        return np.exp(1.0 - 1.0 / (1.0 - x**2)) * (-2.0 * x / (1.0 - x**2) ** 2) * iw
+    d = {"poly1": 6 * x**2 - 6 * x,
+         "poly2": -30 * x**4 + 60 * x**3 - 30 * x**2,
+         "poly3": 140 * x**6 - 420 * x**5 + 420 * x**4 - 140 * x**3,
+         "poly4": -630 * x**8 + 2520 * x**7 - 3780 * x**6 + 2520 * x**5 - 630 * x**4}[kind]
+    return d * iw
 
 
 def test_type_mapping():
@@ -61,82 +98,88 @@ def test_type_mapping():
     for bad in (9, -1, "poly5", "", True):
         with pytest.raises(ValueError):
             cutoff_type_number(bad)
+    r = np.array([0.5, 3.0, 5.5])
+    np.testing.assert_array_equal(np.asarray(cutoff(6, r, RC)), np.asarray(cutoff("poly2", r, RC)))
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3])
 @pytest.mark.parametrize("kind", ALL)
 def test_values_match_closed_forms(kind, alpha):
     r = np.array([0.0, 0.5, 1.7, 1.8, 2.9, 3.3, 4.4, 5.5, 5.99, 6.0, 6.5, 10.0])
-    got = np.asarray(cutoff(kind, r, RC, alpha))
-    np.testing.assert_allclose(got, reference(kind, r, RC, alpha), rtol=1e-13, atol=1e-13)
-    # same result when the type is given as its number
-    np.testing.assert_array_equal(got, np.asarray(cutoff(CUTOFF_TYPES[kind], r, RC, alpha)))
+    f, _, _ = evaluate(kind, r, RC, alpha)
+    np.testing.assert_allclose(f, reference(kind, r, RC, alpha), rtol=1e-13, atol=1e-13)
 
 
 @pytest.mark.parametrize("kind", SMOOTH)
 def test_normalisation_at_origin(kind):
-    assert float(cutoff(kind, 0.0, RC)) == pytest.approx(
-        math.tanh(1.0) ** 3 if kind == "tanhu" else 1.0, rel=1e-15)
+    want = math.tanh(1.0) ** 3 if kind == "tanhu" else 1.0
+    # the exp type evaluates e * exp(-1) at x = 0 (as n2p2 does), which may be 1 - 2**-53
+    assert evaluate(kind, [0.0])[0][0] == pytest.approx(want, rel=3e-16)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.25])
 @pytest.mark.parametrize("kind", SMOOTH)
 def test_derivative_matches_finite_differences(kind, alpha):
     r = np.array([0.3, 1.1, 2.2, 3.7, 4.1, 5.2, 5.8])
-    r = r[np.abs(r - alpha * RC) > 1e-3]
+    r = r[r > alpha * RC + 1e-3]
     h = 1e-6
-    fd = (reference(kind, r + h, RC, alpha) - reference(kind, r - h, RC, alpha)) / (2 * h)
-    np.testing.assert_allclose(np.asarray(grad_r(kind, r, RC, alpha)), fd, rtol=1e-7, atol=1e-9)
+    _, g, _ = evaluate(kind, r, RC, alpha)
+    fd = (evaluate(kind, r + h, RC, alpha)[0] - evaluate(kind, r - h, RC, alpha)[0]) / (2 * h)
+    # FD of the float64 implementation (h = 1e-6; rounding noise ~1e-8 for poly4)
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7)
+    # tight check against the analytic derivative
+    np.testing.assert_allclose(g, reference_derivative(kind, r, RC, alpha), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", SMOOTH)
+def test_derivative_with_respect_to_rc(kind):
+    r, h, alpha = np.array([2.7, 4.9]), 1e-6, 0.2
+    _, _, g = evaluate(kind, r, RC, alpha)
+    fd = (evaluate(kind, r, RC + h, alpha)[0] - evaluate(kind, r, RC - h, alpha)[0]) / (2 * h)
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-7)
+    ref = (reference(kind, r, RC + h, alpha) - reference(kind, r, RC - h, alpha)) / (2 * h)
+    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("kind", ALL)
 def test_zero_value_and_gradient_beyond_cutoff(kind):
-    r = jnp.array([RC, RC * (1 + 1e-15), 6.5, 12.0, 1e3])
-    assert np.all(np.asarray(cutoff(kind, r, RC, 0.2)) == 0.0)
-    g = np.asarray(grad_r(kind, r, RC, 0.2))
-    assert np.all(g == 0.0)
-    grc = np.asarray(jax.vmap(jax.grad(lambda x: cutoff(kind, x, RC, 0.2), argnums=0))(r))
-    assert np.all(np.isfinite(grc))
+    r = np.array([RC, RC * (1 + 1e-15), 6.5, 12.0, 1e3])
+    f, g, grc = evaluate(kind, r, RC, 0.2)
+    assert np.all(f == 0.0) and np.all(g == 0.0) and np.all(grc == 0.0)
 
 
 @pytest.mark.parametrize("kind", INNER)
 def test_exactly_one_inside_inner_cutoff(kind):
     alpha = 0.4
-    r = jnp.array([0.0, 0.1, 1.0, 2.39])
-    assert np.all(np.asarray(cutoff(kind, r, RC, alpha)) == 1.0)
-    assert np.all(np.asarray(grad_r(kind, r, RC, alpha)) == 0.0)
-    # tanh types ignore alpha
-    np.testing.assert_array_equal(np.asarray(cutoff("tanh", r, RC, alpha)),
-                                  np.asarray(cutoff("tanh", r, RC, 0.0)))
+    r = np.array([0.0, 0.1, 1.0, 2.39])
+    f, g, grc = evaluate(kind, r, RC, alpha)
+    assert np.all(f == 1.0) and np.all(g == 0.0) and np.all(grc == 0.0)
 
 
-@pytest.mark.parametrize("kind", ALL)
-def test_finite_gradients_at_edges(kind):
-    for alpha in (0.0, 0.5):
-        r = jnp.array([0.0, alpha * RC, RC, np.nextafter(RC, 0.0)])
-        g = np.asarray(grad_r(kind, r, RC, alpha))
-        assert np.all(np.isfinite(g)), (kind, alpha, g)
-        g_rc = jax.vmap(jax.grad(lambda rc, x: cutoff(kind, x, rc, alpha)), in_axes=(None, 0))(RC, r)
-        assert np.all(np.isfinite(np.asarray(g_rc)))
+def test_tanh_types_ignore_alpha():
+    r = np.array([0.0, 1.0, 3.0, 5.9])
+    for kind in ("tanh", "tanhu", "hard"):
+        np.testing.assert_array_equal(evaluate(kind, r, RC, 0.5)[0], evaluate(kind, r, RC, 0.0)[0])
 
 
-@pytest.mark.parametrize("kind", SMOOTH)
-def test_derivative_with_respect_to_rc(kind):
-    r, h = 2.7, 1e-6
-    g = float(jax.grad(lambda rc: cutoff(kind, r, rc, 0.2))(RC))
-    fd = (reference(kind, r, RC + h, 0.2) - reference(kind, r, RC - h, 0.2)) / (2 * h)
-    assert g == pytest.approx(float(fd), rel=1e-6, abs=1e-9)
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_finite_gradients_at_edges(alpha):
+    r = np.array([0.0, alpha * RC, RC, np.nextafter(RC, 0.0)])
+    for kind in ALL:
+        f, g, grc = evaluate(kind, r, RC, alpha)
+        assert np.all(np.isfinite(f)) and np.all(np.isfinite(g)) and np.all(np.isfinite(grc)), kind
+        assert g[2] == 0.0 and f[2] == 0.0
 
 
-@pytest.mark.parametrize("kind", ALL)
-def test_float32_preserved(kind):
-    r32 = jnp.linspace(0.0, 7.0, 15, dtype=jnp.float32)
-    f = cutoff(kind, r32, RC, 0.1)
-    assert f.dtype == jnp.float32
-    g = grad_r(kind, r32, RC, 0.1)
-    assert g.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(g)))
-    np.testing.assert_allclose(np.asarray(f), reference(kind, np.asarray(r32, np.float64), RC, 0.1),
-                               atol=2e-6)
+def test_float32_preserved():
+    r = np.linspace(0.0, 7.0, N)
+    for kind in ALL:
+        f, g, grc = evaluate(kind, r, RC, 0.1, dtype=np.float32)
+        assert f.dtype == g.dtype == grc.dtype == np.float32
+        assert np.all(np.isfinite(g)) and np.all(np.isfinite(grc))
+        np.testing.assert_allclose(f, reference(kind, r.astype(np.float32).astype(np.float64), RC, 0.1),
+                                   atol=1e-5)
+    assert cutoff("cos", jnp.ones(3, jnp.float32), 6.0).dtype == jnp.float32
 
 
 def test_broadcasting_and_jit():
@@ -152,3 +195,5 @@ def test_broadcasting_and_jit():
 def test_alpha_validation(alpha):
     with pytest.raises(ValueError, match="alpha"):
         cutoff("cos", 1.0, RC, alpha)
+    with pytest.raises(ValueError, match="alpha"):
+        cutoff("tanh", 1.0, RC, alpha)

@@ -57,6 +57,11 @@ class _Cache(dict):
         return self[key]
 
 
+def _take(x, idx):
+    """x[idx] along axis 0; graph indices are always in bounds (padding points at entry 0)."""
+    return x.at[idx].get(mode="promise_in_bounds")
+
+
 def _pow_int_or_float(base, zeta):
     """(base)^ζ for base ≥ 0 with finite gradients; integer static ζ by repeated multiplication."""
     pos = base > 0
@@ -115,14 +120,14 @@ def make_descriptor_fn(spec: DescriptorSpec):
             out[info.c] = out[info.c].at[:, info.cols].add(seg)
 
         for info, (idx, local, mask) in zip(pair_info, graph.pair_blocks):
-            r = r_pair[idx]
+            r = _take(r_pair, idx)
             cache = _Cache()
             columns = []
             for j, t in enumerate(info.types):
                 rc = field(info, "rc", j)
                 if t in (2, 12):
                     eta, rs = field(info, "eta", j), field(info, "rs", j)
-                    fc = cache.get_or(key(rc), lambda: fc_pair(rc)[idx] if isinstance(rc, float)
+                    fc = cache.get_or(key(rc), lambda: _take(fc_pair(rc), idx) if isinstance(rc, float)
                                       else _cutoff(ctype, r, rc, alpha))
                     d2 = cache.get_or(("d2",) + key(rs), lambda: (r - rs) ** 2)
                     columns.append(jnp.exp(-eta * d2) * fc)
@@ -132,8 +137,8 @@ def make_descriptor_fn(spec: DescriptorSpec):
             accumulate(info, columns, local, mask)
 
         for info, (tp, tq, local, mask) in zip(trip_info, graph.triplet_blocks):
-            v1, v2 = vec[tp], vec[tq]
-            r1, r2 = r_pair[tp], r_pair[tq]
+            v1, v2 = _take(vec, tp), _take(vec, tq)
+            r1, r2 = _take(r_pair, tp), _take(r_pair, tq)
             r3 = safe_norm(v2 - v1)
             rr = r1 * r2
             ok = rr > 0
@@ -150,7 +155,7 @@ def make_descriptor_fn(spec: DescriptorSpec):
                     def fcprod(rc=rc, narrow=narrow):
                         if isinstance(rc, float):
                             f = fc_pair(rc)
-                            f12 = cache.get_or(("fc12", rc), lambda: f[tp] * f[tq])
+                            f12 = cache.get_or(("fc12", rc), lambda: _take(f, tp) * _take(f, tq))
                         else:
                             f12 = _cutoff(ctype, r1, rc, alpha) * _cutoff(ctype, r2, rc, alpha)
                         return f12 * _cutoff(ctype, r3, rc, alpha) if narrow else f12

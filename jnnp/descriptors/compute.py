@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jnnp.descriptors import compact as _compact
+from jnnp.descriptors.angular import make_exp_angular_block
 from jnnp.descriptors.cutoff import cutoff as _cutoff
 from jnnp.descriptors.params import FIELDS, field_values
 from jnnp.descriptors.plan import make_plan
@@ -71,7 +72,18 @@ def _pow_int_or_float(base, zeta):
     return jnp.where(pos, jnp.power(safe, zeta), 0.0)
 
 
-def make_descriptor_fn(spec: DescriptorSpec):
+def _fast_angular_block(spec: DescriptorSpec, info: _Columns):
+    """Custom-VJP evaluator for a triplet block of static exponential functions, else None."""
+    if set(spec.trainable) & {"eta", "rs", "rc", "zeta", "alpha"} or not set(info.types) <= {3, 9, 13}:
+        return None
+    columns = [dict(w=float(info.weights[j]), lam=float(info.lam[j]), zeta=float(info.static["zeta"][j]),
+                    eta=float(info.static["eta"][j]), rs=float(info.static["rs"][j]),
+                    rc=float(info.static["rc"][j]), narrow=t in (3, 13))
+               for j, t in enumerate(info.types)]
+    return make_exp_angular_block(spec.cutoff_type, spec.cutoff_alpha, columns)
+
+
+def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
     """Build ``descriptor_fn(params, positions, cell, graph) -> tuple[(N_c, n_c) arrays]``.
 
     Args of the returned function:
@@ -82,12 +94,16 @@ def make_descriptor_fn(spec: DescriptorSpec):
 
     Returns per element c the symmetry-function values of its atoms (dimensionless), with
     padding rows (element_mask False) set to zero. Computed in the dtype of ``positions``.
-    Differentiable w.r.t.: positions, cell, and the trainable fields in ``params``.
+    Differentiable (reverse mode, any order) w.r.t.: positions, cell, and the trainable fields in
+    ``params``. With ``fast_angular`` (default) blocks of static exponential angular functions use
+    a hand-written VJP (`jnnp.descriptors.angular`), which does not support forward mode
+    (``jax.jvp``/``jacfwd``); pass ``fast_angular=False`` for plain autodiff everywhere.
     """
     plan = make_plan(spec)
     nel = len(spec.elements)
     pair_info = [_Columns(spec, b) for b in plan.pair_blocks]
     trip_info = [_Columns(spec, b) for b in plan.triplet_blocks]
+    fast = [_fast_angular_block(spec, info) if fast_angular else None for info in trip_info]
     trainable = set(spec.trainable)
     ctype = spec.cutoff_type
 
@@ -106,6 +122,7 @@ def make_descriptor_fn(spec: DescriptorSpec):
 
         vec = edge_vectors(positions, cell, graph.pair_i, graph.pair_j, graph.pair_shift)
         r_pair = safe_norm(vec)
+        vxyz = (vec[:, 0], vec[:, 1], vec[:, 2])
         pair_cache = _Cache()
 
         def fc_pair(rc):  # f_c(r) of every pair for a static r_c, shared by all blocks
@@ -136,7 +153,14 @@ def make_descriptor_fn(spec: DescriptorSpec):
                     columns.append(_compact.compact_radial(info.subtypes[j], r, rl, rc))
             accumulate(info, columns, local, mask)
 
-        for info, (tp, tq, local, mask) in zip(trip_info, graph.triplet_blocks):
+        for info, block_fn, (tp, tq, local, mask) in zip(trip_info, fast, graph.triplet_blocks):
+            if block_fn is not None:
+                S = graph.chunk
+                shape = (tp.shape[0] // S, S)
+                seg = block_fn(vxyz, tp.reshape(shape), tq.reshape(shape), local[::S], mask.reshape(shape),
+                               out[info.c].shape[0])
+                out[info.c] = out[info.c].at[:, info.cols].add(seg)
+                continue
             v1, v2 = _take(vec, tp), _take(vec, tq)
             r1, r2 = _take(r_pair, tp), _take(r_pair, tq)
             r3 = safe_norm(v2 - v1)

@@ -2,7 +2,8 @@
 
 Reproduces ``nnp::CutoffFunction`` (n2p2 ``src/libnnp/CutoffFunction.{h,cpp}`` and the
 polynomial/exponential cores of ``CoreFunction.h``) including its floating-point evaluation
-order, so that float64 values agree with n2p2 to the last bits:
+order, so that float64 values agree with n2p2 to a few ulps (XLA's exp/cos/tanh may differ
+from glibc's by about 1 ulp):
 
 * ``f_c(r) = 0`` for ``r >= r_c`` (checked first, for every type);
 * types with an inner cutoff (cos, exp, poly1..poly4) use ``r_ci = alpha * r_c``,
@@ -161,10 +162,8 @@ def cutoff(kind: KindLike, r, rc, alpha=0.0):
         rcinv = 1.0 / rc
         # tanh(1 - r/rc) is finite for any r; mask only for exact zeros beyond rc.
         tmp = jnp.tanh(1.0 - jnp.where(inside, r, zero) * rcinv)
-        if t == 2:
-            f = tmp * tmp * tmp
-        else:
-            f = TANH_PRE * tmp * tmp * tmp
+        tmp2 = tmp * tmp
+        f = tmp * tmp2 if t == 2 else TANH_PRE * tmp * tmp2   # order of n2p2's fdfTANH(U)
         return jnp.where(inside, f, zero) * jnp.ones_like(alpha)
 
     rci = rc * alpha

@@ -31,6 +31,9 @@ class Graph:
             within its element, validity.
         triplet_blocks: per plan triplet block, (p, q, local, mask): (T_b,) two pair indices sharing
             the centre, centre index within its element, validity.
+        chunk: static S ≥ 1; when S > 1 every triplet block is laid out in chunks of S entries,
+            each chunk belonging to a single centre (padded with masked entries), so the
+            descriptor can reduce within chunks before the segment sum (T_b is a multiple of S).
     """
 
     species: np.ndarray
@@ -42,6 +45,7 @@ class Graph:
     pair_shift: np.ndarray
     pair_blocks: tuple
     triplet_blocks: tuple
+    chunk: int = struct.field(pytree_node=False, default=1)
 
     @property
     def n_atoms(self) -> int:
@@ -65,7 +69,24 @@ def species_of(numbers, elements) -> np.ndarray:
     return np.array([lookup[int(z)] for z in numbers], dtype=np.int32)
 
 
-def build_graph(plan, positions, numbers, cell=None, pbc=False) -> Graph:
+def chunk_triplets(p, q, local, chunk: int):
+    """Pad each centre's run of triplets to a multiple of ``chunk`` (masked entries, p = q = 0)."""
+    if chunk == 1 or len(local) == 0:
+        return p, q, local, np.ones(len(p), bool)
+    starts = np.r_[0, np.flatnonzero(np.diff(local)) + 1]
+    counts = np.diff(np.r_[starts, len(local)])
+    padded = -(-counts // chunk) * chunk
+    new_start = np.r_[0, np.cumsum(padded)[:-1]]
+    total = int(padded.sum())
+    dest = np.repeat(new_start - starts, counts) + np.arange(len(local))
+    P, Q = np.zeros(total, np.int32), np.zeros(total, np.int32)
+    L = np.repeat(local[starts], padded).astype(np.int32)
+    M = np.zeros(total, bool)
+    P[dest], Q[dest], M[dest] = p, q, True
+    return P, Q, L, M
+
+
+def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | None = None) -> Graph:
     """Build the neighbour graph of one structure for a descriptor plan (numpy, outside jit).
 
     Every periodic image within the cutoff is included, so cells smaller than twice the cutoff
@@ -75,9 +96,11 @@ def build_graph(plan, positions, numbers, cell=None, pbc=False) -> Graph:
         plan: `jnnp.descriptors.plan.DescriptorPlan`.
         positions: (N, 3) [Å]; numbers: (N,) atomic numbers.
         cell: (3, 3) rows [Å] or None; pbc: bool or (3,) bool.
+        chunk: triplet chunk length (see `Graph`); None picks 32 when centres have ≥ 256
+            triplets on average (liquids, solids) and 1 otherwise (small molecules).
 
     Returns:
-        Graph with exact (unpadded) sizes, all masks True.
+        Graph with exact sizes (no padding except the chunk padding of triplet blocks).
     """
     positions = np.asarray(positions, dtype=np.float64)
     n = len(positions)
@@ -97,6 +120,8 @@ def build_graph(plan, positions, numbers, cell=None, pbc=False) -> Graph:
         pair_blocks.append((idx, local[pl.centers[idx]], np.ones(len(idx), bool)))
 
     triplet_blocks = []
+    if chunk is None:
+        n_trip = n_cent = 0
     if plan.triplet_blocks:
         p, q = triplets(pl.centers)
         ej, ek = sj[p], sj[q]
@@ -111,10 +136,16 @@ def build_graph(plan, positions, numbers, cell=None, pbc=False) -> Graph:
                 rjk = np.linalg.norm(pl.vectors[tq] - pl.vectors[tp], axis=1)
                 keep = rjk < b.rc
                 tp, tq = tp[keep], tq[keep]
-            triplet_blocks.append((tp.astype(np.int32), tq.astype(np.int32),
-                                   local[pl.centers[tp]], np.ones(len(tp), bool)))
+            triplet_blocks.append((tp.astype(np.int32), tq.astype(np.int32), local[pl.centers[tp]]))
+            if chunk is None:
+                n_trip += len(tp)
+                n_cent += len(np.unique(pl.centers[tp]))
+    if chunk is None:
+        chunk = 32 if n_trip >= 256 * max(n_cent, 1) else 1
+    triplet_blocks = [chunk_triplets(p, q, loc, chunk) for p, q, loc in triplet_blocks]
 
     return Graph(species=species, atom_mask=np.ones(n, bool), element_atoms=tuple(element_atoms),
                  element_mask=tuple(np.ones(len(a), bool) for a in element_atoms),
                  pair_i=pl.centers, pair_j=pl.neighbors, pair_shift=pl.shifts,
-                 pair_blocks=tuple(pair_blocks), triplet_blocks=tuple(triplet_blocks))
+                 pair_blocks=tuple(pair_blocks), triplet_blocks=tuple(tuple(b) for b in triplet_blocks),
+                 chunk=int(chunk))

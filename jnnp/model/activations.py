@@ -3,8 +3,9 @@
 Follows ``NeuralNetwork::propagateLayer`` (n2p2 ``src/libnnp/NeuralNetwork.cpp``) including its
 clamping of the logistic and softplus functions at |x| > 35 (``EXP_LIMIT``) and its literal
 formulas (e.g. softplus is ``log(1 + exp(x))``, *not* ``log1p``), so float64 values match n2p2
-to the last bits (XLA's transcendental functions may differ from glibc's by about 1 ulp). Gradients are those of the same expressions (they equal
-n2p2's analytic ``dfdx`` up to rounding) and are finite everywhere.
+to a few ulps (XLA's transcendental functions may differ from glibc's by about 1 ulp).
+Gradients are those of the same expressions (they equal n2p2's analytic ``dfdx`` up to
+rounding) and are finite everywhere.
 
 ========  ==========  ==================================================
 char      name        f(x)

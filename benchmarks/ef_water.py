@@ -1,0 +1,164 @@
+"""Energy + forces of the 1080-atom RPBE-D3 water box with n2p2's reference HDNNP.
+
+Runs each configuration (float32/float64 × 1/2 cores) in a fresh subprocess pinned to the cores,
+and prints a table: host graph build time, jit compile time, steady-state time per call
+(energy + forces, and energy + forces + stress), peak resident memory. Optionally the same box with
+jax-md's own ``energy.behler_parrinello`` (dense neighbour list) beside it.
+Results go to benchmarks/results/ef_water.json. Needs ../shared/data (not a test).
+
+    python benchmarks/ef_water.py [--repeats 20] [--jaxmd] [--jaxmd-cutoff 6.35]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data" / "n2p2-examples" / "H2O_RPBE-D3"
+
+
+def _timeit(fn, repeats):
+    import jax
+
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    return ts[0], ts[len(ts) // 2]
+
+
+def worker_jnnp(dtype_name: str, repeats: int) -> dict:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    import jnnp
+    from jnnp.model.evaluate import graph_for
+    from jnnp.model.potential import make_energy_fn
+    from jnnp.model.properties import make_properties_fn
+
+    dtype = {"float32": jnp.float32, "float64": jnp.float64}[dtype_name]
+    pot = jnnp.read_n2p2(DATA / "reference-fit-7241", input_nn="input.nn.predict",
+                         length_unit="bohr", energy_unit="hartree").astype(dtype)
+    s = jnnp.read(DATA / "input.data.H2O_1080_liquid", length_unit="bohr", energy_unit="hartree")[0]
+    t = time.perf_counter()
+    graph = graph_for(pot, s)
+    t_graph = time.perf_counter() - t
+    efn = make_energy_fn(pot.spec)
+    ef = jax.jit(make_properties_fn(efn, stress=False))
+    efs = jax.jit(make_properties_fn(efn, stress=True))
+    R, C = jnp.asarray(s.positions, dtype), jnp.asarray(s.cell, dtype)
+    res = {}
+    for name, fn in (("ef", ef), ("efs", efs)):
+        t = time.perf_counter()
+        lowered = fn.lower(pot.params, R, C, graph)
+        compiled = lowered.compile()
+        res[f"compile_{name}_s"] = time.perf_counter() - t
+        out = compiled(pot.params, R, C, graph)
+        res[f"min_{name}_s"], res[f"median_{name}_s"] = _timeit(lambda: compiled(pot.params, R, C, graph), repeats)
+    ref_e = -2.7564547347815904e04 * jnnp.units.HARTREE
+    res.update(graph_build_s=t_graph, energy_eV=float(out["energy"]),
+               energy_rel_err_vs_n2p2=abs(float(out["energy"]) - ref_e) / abs(ref_e),
+               pairs=int(graph.pair_i.shape[0]),
+               triplets=int(sum(b[0].shape[0] for b in graph.triplet_blocks)))
+    return res
+
+
+def worker_jaxmd(cutoff: float, repeats: int) -> dict:
+    """jax-md's Behler–Parrinello (one shared MLP, dense neighbour list) on the same box, float32."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax_md import energy, partition, space
+
+    import jnnp
+
+    s = jnnp.read(DATA / "input.data.H2O_1080_liquid", length_unit="bohr", energy_unit="hartree")[0]
+    box = jnp.asarray(np.diag(s.cell), jnp.float32)
+    disp, _ = space.periodic(box)
+    species = jnp.asarray((s.numbers == 8).astype(np.int32))
+    nfn, init_fn, efn = energy.behler_parrinello_neighbor_list(
+        disp, box, species=species, cutoff_distance=cutoff, dr_threshold=0.0,
+        fractional_coordinates=False)
+    R = jnp.asarray(s.positions, jnp.float32)
+    nbrs = nfn.allocate(R)
+    params = init_fn(jax.random.PRNGKey(0), R, nbrs)
+    ef = jax.jit(lambda p, R, n: jax.value_and_grad(efn, argnums=1)(p, R, n))
+    t = time.perf_counter()
+    jax.block_until_ready(ef(params, R, nbrs))
+    res = {"compile_ef_s": time.perf_counter() - t, "cutoff_A": cutoff}
+    res["min_ef_s"], res["median_ef_s"] = _timeit(lambda: ef(params, R, nbrs), repeats)
+    return res
+
+
+def run_config(kind: str, arg: str, cores: int, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--arg", arg, "--repeats", str(repeats),
+           "--cores", str(cores)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--jaxmd", action="store_true", help="also run jax-md's behler_parrinello")
+    ap.add_argument("--jaxmd-cutoff", type=float, default=6.35)
+    ap.add_argument("--worker", default=None)
+    ap.add_argument("--arg", default=None)
+    ap.add_argument("--cores", type=int, default=2)
+    args = ap.parse_args()
+
+    if args.worker:
+        os.sched_setaffinity(0, set(range(args.cores)))
+        fn = worker_jnnp if args.worker == "jnnp" else worker_jaxmd
+        res = fn(args.arg if args.worker == "jnnp" else float(args.arg), args.repeats)
+        res["peak_rss_GiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(json.dumps(res))
+        return
+
+    import jax
+
+    rows = []
+    for dtype in ("float64", "float32"):
+        for cores in (1, 2):
+            r = run_config("jnnp", dtype, cores, args.repeats)
+            rows.append({"code": "jnnp", "dtype": dtype, "cores": cores, **r})
+    if args.jaxmd:
+        r = run_config("jaxmd", str(args.jaxmd_cutoff), 2, max(2, args.repeats // 10))
+        rows.append({"code": "jax-md behler_parrinello", "dtype": "float32", "cores": 2, **r})
+
+    hdr = f"{'code':26s} {'dtype':8s} {'cores':>5s} {'graph s':>8s} {'compile s':>10s} {'E+F min/med ms':>16s} {'E+F+S min/med ms':>18s} {'peak GiB':>9s}"
+    print("1080-atom water box, n2p2 RPBE-D3 reference model (cutoff 12 Bohr = 6.35 Å)")
+    print(hdr)
+    for r in rows:
+        if "error" in r:
+            print(f"{r['code']:26s} {r['dtype']:8s} {r['cores']:5d}  error: {r['error']}")
+            continue
+        efs = (f"{1e3 * r['min_efs_s']:.0f}/{1e3 * r['median_efs_s']:.0f}" if "min_efs_s" in r else "-")
+        print(f"{r['code']:26s} {r['dtype']:8s} {r['cores']:5d} {r.get('graph_build_s', float('nan')):8.3f} "
+              f"{r['compile_ef_s']:10.1f} {1e3 * r['min_ef_s']:7.0f}/{1e3 * r['median_ef_s']:<8.0f} "
+              f"{efs:>18s} {r['peak_rss_GiB']:9.2f}")
+    meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
+            "numpy": __import__("numpy").__version__}
+    out = HERE / "results" / "ef_water.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -149,3 +149,59 @@ def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | Non
                  pair_i=pl.centers, pair_j=pl.neighbors, pair_shift=pl.shifts,
                  pair_blocks=tuple(pair_blocks), triplet_blocks=tuple(tuple(b) for b in triplet_blocks),
                  chunk=int(chunk))
+
+
+def bucket(n: int, granularity: float = 0.125, minimum: int = 8) -> int:
+    """Round ``n`` up to a coarse grid (steps of about ``granularity``·n, powers of two), so that
+    structures of similar size share one compiled program."""
+    if n <= minimum:
+        return minimum
+    step = max(minimum, 2 ** int(np.floor(np.log2(n * granularity))))
+    return int(-(-n // step) * step)
+
+
+def _pad1(a, size, fill):
+    a = np.asarray(a)
+    if len(a) > size:
+        raise ValueError(f"cannot pad length {len(a)} down to {size}")
+    pad = np.full((size - len(a),) + a.shape[1:], fill, dtype=a.dtype)
+    return np.concatenate([a, pad])
+
+
+def graph_sizes(graph: Graph, granularity: float = 0.125) -> dict:
+    """Bucketed capacities for `pad_graph` (atoms, pairs, per-element atoms, per-block entries)."""
+    S = graph.chunk
+    return {"atoms": bucket(graph.n_atoms, granularity),
+            "pairs": bucket(graph.pair_i.shape[0] + 1, granularity),
+            "elements": tuple(bucket(len(a), granularity) for a in graph.element_atoms),
+            "pair_blocks": tuple(bucket(len(b[0]), granularity) for b in graph.pair_blocks),
+            "triplet_blocks": tuple(-(-bucket(len(b[0]), granularity) // S) * S for b in graph.triplet_blocks)}
+
+
+def pad_graph(graph: Graph, sizes: dict, plan) -> Graph:
+    """Pad a host graph of ``plan`` to fixed capacities (masked entries; conventions in `Graph`).
+
+    Padding atoms have species 0 and atom_mask False; the caller pads positions to
+    ``sizes["atoms"]`` rows (any finite values: no pair refers to them).
+    """
+    cap_el = sizes["elements"]
+
+    def last_local(c):
+        return cap_el[c] - 1
+
+    element_atoms = tuple(_pad1(a, cap, 0) for a, cap in zip(graph.element_atoms, cap_el))
+    element_mask = tuple(_pad1(m, cap, False) for m, cap in zip(graph.element_mask, cap_el))
+    pair_blocks = []
+    for (idx, local, mask), cap, b_c in zip(graph.pair_blocks, sizes["pair_blocks"], (b.key[0] for b in plan.pair_blocks)):
+        pair_blocks.append((_pad1(idx, cap, 0), _pad1(local, cap, last_local(b_c)), _pad1(mask, cap, False)))
+    triplet_blocks = []
+    for (p, q, local, mask), cap, b_c in zip(graph.triplet_blocks, sizes["triplet_blocks"],
+                                            (b.key[0] for b in plan.triplet_blocks)):
+        triplet_blocks.append((_pad1(p, cap, 0), _pad1(q, cap, 0), _pad1(local, cap, last_local(b_c)),
+                               _pad1(mask, cap, False)))
+    return Graph(species=_pad1(graph.species, sizes["atoms"], 0),
+                 atom_mask=_pad1(graph.atom_mask, sizes["atoms"], False),
+                 element_atoms=element_atoms, element_mask=element_mask,
+                 pair_i=_pad1(graph.pair_i, sizes["pairs"], 0), pair_j=_pad1(graph.pair_j, sizes["pairs"], 0),
+                 pair_shift=_pad1(graph.pair_shift, sizes["pairs"], 0), pair_blocks=tuple(pair_blocks),
+                 triplet_blocks=tuple(triplet_blocks), chunk=graph.chunk)

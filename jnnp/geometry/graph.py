@@ -86,7 +86,8 @@ def chunk_triplets(p, q, local, chunk: int):
     return P, Q, L, M
 
 
-def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | None = None) -> Graph:
+def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | None = None,
+                skin: float = 0.0) -> Graph:
     """Build the neighbour graph of one structure for a descriptor plan (numpy, outside jit).
 
     Every periodic image within the cutoff is included, so cells smaller than twice the cutoff
@@ -98,6 +99,9 @@ def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | Non
         cell: (3, 3) rows [Å] or None; pbc: bool or (3,) bool.
         chunk: triplet chunk length (see `Graph`); None picks 32 when centres have ≥ 256
             triplets on average (liquids, solids) and 1 otherwise (small molecules).
+        skin: extra radius [Å] added to every cutoff when selecting pairs and triplets, so the
+            graph stays complete while no atom moves more than skin/2 (pairs beyond a function's
+            cutoff contribute exactly zero).
 
     Returns:
         Graph with exact sizes (no padding except the chunk padding of triplet blocks).
@@ -106,7 +110,7 @@ def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | Non
     n = len(positions)
     species = species_of(numbers, plan.spec.elements)
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
-    pl = all_image_pairs(positions, cell, pbc, plan.spec.cutoff)
+    pl = all_image_pairs(positions, cell, pbc, plan.spec.cutoff + skin)
     element_atoms = [np.flatnonzero(species == c).astype(np.int32) for c in range(len(plan.spec.elements))]
     local = np.zeros(n, dtype=np.int32)
     for atoms in element_atoms:
@@ -116,7 +120,7 @@ def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | Non
     pair_blocks = []
     for b in plan.pair_blocks:
         c, e = b.key
-        idx = np.flatnonzero((si == c) & (sj == e) & (d < b.rc)).astype(np.int32)
+        idx = np.flatnonzero((si == c) & (sj == e) & (d < b.rc + skin)).astype(np.int32)
         pair_blocks.append((idx, local[pl.centers[idx]], np.ones(len(idx), bool)))
 
     triplet_blocks = []
@@ -130,11 +134,11 @@ def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | Non
         rmax = np.maximum(d[p], d[q])
         for b in plan.triplet_blocks:
             c, e1, e2 = b.key
-            sel = (c_of == c) & (lo == e1) & (hi == e2) & (rmax < b.rc)
+            sel = (c_of == c) & (lo == e1) & (hi == e2) & (rmax < b.rc + skin)
             tp, tq = p[sel], q[sel]
             if b.narrow:
                 rjk = np.linalg.norm(pl.vectors[tq] - pl.vectors[tp], axis=1)
-                keep = rjk < b.rc
+                keep = rjk < b.rc + skin
                 tp, tq = tp[keep], tq[keep]
             triplet_blocks.append((tp.astype(np.int32), tq.astype(np.int32), local[pl.centers[tp]]))
             if chunk is None:

@@ -147,7 +147,7 @@ def make_exp_angular_block(ctype: int, alpha: float, columns, tile_size: int = 8
     def tiles(tp, tq, chunk_local, mask):
         """Pad the (C, S) index arrays to whole tiles and reshape to (n_tiles, R, S)."""
         C, S = tp.shape
-        R = max(1, tile_size // S)
+        R = max(1, min(tile_size // S, C))
         n = -(-C // R)
         pad = n * R - C
         if pad:

@@ -46,6 +46,7 @@ WATER_FIT = ("n2p2-examples", "H2O_RPBE-D3", "reference-fit-7241")
 WATER_FILES = {"input.nn.predict": "input.nn", "scaling.data": "scaling.data",
                "weights.001.data": "weights.001.data", "weights.008.data": "weights.008.data"}
 RTOL = 1e-12  # write/read/unit-conversion agreement of predictions (relative)
+SHARED = pytest.mark.shared_data  # needs ../shared/data (skipped without it)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -114,7 +115,8 @@ def _assert_params_close(a, b, rtol: float = 1e-14) -> None:
     for x, y in zip(la, lb):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         assert x.shape == y.shape
-        np.testing.assert_allclose(y, x, rtol=rtol, atol=rtol * max(1.0, float(np.max(np.abs(x), initial=0.0))))
+        scale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
+        np.testing.assert_allclose(y, x, rtol=rtol, atol=rtol * scale)
 
 
 def _assert_descriptors_close(a: DescriptorSpec, b: DescriptorSpec, rtol: float = 1e-14) -> None:
@@ -145,7 +147,8 @@ def _write_random_scaling_and_weights(directory: Path, elements, n_features, hid
         for k in range(1, n + 1):
             lo = rng.uniform(0.0, 0.5)
             hi = lo + rng.uniform(0.5, 2.0)
-            rows.append(f"{e} {k} {lo:.17g} {hi:.17g} {rng.uniform(lo, hi):.17g} {rng.uniform(0.2, 1.0):.17g}")
+            mean, sigma = rng.uniform(lo, hi), rng.uniform(0.2, 1.0)
+            rows.append(f"{e} {k} {lo:.17g} {hi:.17g} {mean:.17g} {sigma:.17g}")
     (directory / "scaling.data").write_text("\n".join(rows) + "\n")
     for z, n in zip(elements, n_features):
         w = rng.normal(0.0, 0.3, n_weights((*hidden, 1), n))
@@ -205,6 +208,7 @@ def water48_pred(water_pot, water48) -> dict:
 # ----------------------------------------------------------------------------- parsing
 
 
+@SHARED
 def test_water_input_nn_parsed_in_bohr_hartree():
     path = _water_fit_dir() / "input.nn.predict"
     spec, energy = parse_input_nn(path)  # units from the header
@@ -229,6 +233,7 @@ def test_water_input_nn_parsed_in_bohr_hartree():
     assert spec3 == spec
 
 
+@SHARED
 def test_water_reader_structure(water_pot):
     p = water_pot.params
     assert [len(st["min"]) for st in p["scaling"]] == [27, 30]
@@ -238,8 +243,8 @@ def test_water_reader_structure(water_pot):
         assert shapes == [(n_in, 25), (25, 25), (25, 1)]
     # first weight of weights.001.data connects input neuron 1 to hidden neuron 1, the second one
     # input neuron 1 to hidden neuron 2 (n2p2 order: from-neuron outer, to-neuron inner)
-    first = [float(line.split()[0]) for line in (_water_fit_dir() / "weights.001.data").read_text().splitlines()
-             if line.strip() and not line.startswith("#")][:2]
+    lines = (_water_fit_dir() / "weights.001.data").read_text().splitlines()
+    first = [float(line.split()[0]) for line in lines if line.strip() and not line.startswith("#")][:2]
     k0 = np.asarray(p["networks"][0]["params"]["layer_0"]["kernel"])
     assert (k0[0, 0], k0[0, 1]) == (first[0], first[1])
 
@@ -300,6 +305,7 @@ def test_sort_key_compact_order():
 # ----------------------------------------------------------------------------- units
 
 
+@SHARED
 def test_model_written_in_angstrom_ev_predicts_the_same(water_pot, water48, water48_pred, tmp_path):
     ang = tmp_path / "angstrom"
     write_n2p2(water_pot, ang, length_unit="angstrom", energy_unit="eV")
@@ -329,6 +335,7 @@ def test_model_written_in_angstrom_ev_predicts_the_same(water_pot, water48, wate
     _assert_same_prediction(water48_pred, _predict(again, water48, like=water_pot))
 
 
+@SHARED
 def test_contradicting_units_refused_after_conversion(water_pot, tmp_path):
     write_n2p2(water_pot, tmp_path, length_unit="angstrom", energy_unit="eV")
     with pytest.raises(ModelFormatError, match="length unit 'bohr'.*header says 'angstrom'"):
@@ -368,6 +375,7 @@ def _frame_to_angstrom_ev(lines: list[str]) -> list[str]:
     return out
 
 
+@SHARED
 def test_structure_in_bohr_or_angstrom_predicts_the_same(water_pot, water48, water48_pred, tmp_path):
     src = shared_path("n2p2-examples", "H2O_RPBE-D3", "input.data")
     lines = _frame_lines(src, water48.index)
@@ -385,6 +393,7 @@ def test_structure_in_bohr_or_angstrom_predicts_the_same(water_pot, water48, wat
 # ----------------------------------------------------------------------------- round trips
 
 
+@SHARED
 def test_round_trip_water_identical(water_pot, water48, water48_pred, tmp_path):
     write_n2p2(water_pot, tmp_path)  # default: the units it was read in
     text = (tmp_path / "input.nn").read_text()
@@ -431,7 +440,8 @@ def _variant_potential(scaling, normalize, ctype, alpha, acts, hidden, units, se
     nets = []
     for n_in in desc.n_features:
         sizes = [n_in, *hidden, 1]
-        nets.append({"params": {f"layer_{k}": {"kernel": rng.normal(0.0, 0.7, (a, b)), "bias": rng.normal(0.0, 0.3, b)}
+        nets.append({"params": {f"layer_{k}": {"kernel": rng.normal(0.0, 0.7, (a, b)),
+                                               "bias": rng.normal(0.0, 0.3, b)}
                                 for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))}})
     stats = []
     for n in desc.n_features:
@@ -466,6 +476,7 @@ def test_round_trip_modified_potential_files(variant, tmp_path):
         assert len(values) == n_weights((*hidden, 1), n)
 
 
+@SHARED
 def test_round_trip_modified_potential_predictions(water48, tmp_path):
     """Random weights and scaling statistics, sigma scaling, normalize_nodes, poly2 cutoff with
     α = 0.3, logistic/softplus activations: the written and re-read model predicts the same."""
@@ -488,7 +499,7 @@ def test_written_scaling_and_weights_layout(tmp_path):
     write_n2p2(pot, tmp_path)
     rows = [line.split() for line in (tmp_path / "scaling.data").read_text().splitlines()
             if line.strip() and not line.startswith("#")]
-    assert [(int(r[0]), int(r[1])) for r in rows] == [(1, k) for k in range(1, 4)] + [(2, k) for k in range(1, 3)]
+    assert [(int(r[0]), int(r[1])) for r in rows] == [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]
     st = pot.params["scaling"][0]
     assert [float(x) for x in rows[0][2:6]] == [st["min"][0], st["max"][0], st["mean"][0], st["sigma"][0]]
     vals = [float(line.split()[0]) for line in (tmp_path / "weights.001.data").read_text().splitlines()
@@ -513,6 +524,7 @@ def cu2s(tmp_path_factory):
     return d, pot, s
 
 
+@SHARED
 def test_cu2s_model_reads(cu2s):
     d, pot, _ = cu2s
     spec = pot.spec
@@ -533,12 +545,14 @@ def test_cu2s_model_reads(cu2s):
     assert [len(st["sigma"]) for st in pot.params["scaling"]] == [90, 89]
 
 
+@SHARED
 def test_cu2s_model_without_units_asks_for_them(cu2s):
     d, _, _ = cu2s
     with pytest.raises(ModelFormatError, match=r"input\.nn: expected the model's length unit.*length_unit="):
         read_n2p2(d)
 
 
+@SHARED
 def test_cu2s_model_evaluates(cu2s):
     """Random weights on a real Cu96S48 cell: finite, translation invariant, and with a constant
     network output b the energy is exactly the n2p2 normalisation N·mean_energy + Σ b/conv_energy."""
@@ -607,7 +621,8 @@ global_activation_short t s l
 
 def _ch_model_dir(d: Path) -> Path:
     d.mkdir(parents=True, exist_ok=True)
-    (d / "input.nn").write_text(CH_INPUT_NN + "".join(f"symfunction_short {line}\n" for line, _ in CH_SF_LINES))
+    sf_lines = "".join(f"symfunction_short {line}\n" for line, _ in CH_SF_LINES)
+    (d / "input.nn").write_text(CH_INPUT_NN + sf_lines)
     spec, _ = parse_input_nn(d / "input.nn")
     _write_random_scaling_and_weights(d, spec.elements, spec.descriptor.n_features, spec.hidden,
                                       np.random.default_rng(11))
@@ -643,6 +658,7 @@ def test_every_symmetry_function_type_parses(tmp_path):
     assert float(energy["scale"]) == HARTREE
 
 
+@SHARED
 def test_isolated_molecule_model_evaluates(tmp_path):
     """All SF types on a C10H2 chain (no lattice lines, Bohr): finite forces that sum to zero,
     rotation invariance, and the atom_energy offsets (Ha → eV) with a constant network output."""
@@ -845,6 +861,7 @@ MALFORMED = [
 ]
 
 
+@SHARED
 @pytest.mark.parametrize("case", MALFORMED, ids=[c[0] for c in MALFORMED])
 def test_malformed_model_files(case, tmp_path):
     _, edit, fname, texts, kwargs = case
@@ -862,6 +879,7 @@ def test_malformed_model_files(case, tmp_path):
         assert text in msg, (text, msg)
 
 
+@SHARED
 def test_missing_model_file_names_it(tmp_path):
     d = _copy_water_model(tmp_path)
     (d / "weights.008.data").unlink()
@@ -880,15 +898,17 @@ def _tiny_input_nn(d: Path, extra: str = "", sf: str = "symfunction_short H 2 H 
     return d / "input.nn"
 
 
-@pytest.mark.xfail(strict=True, reason="n2p2 accepts 'nnp_type 2G-HDNNP' (Mode::loadSettingsFile); "
-                   "jnnp/io/n2p2.py parse_input_nn only accepts the numeric form '2'")
+@pytest.mark.xfail(strict=True, raises=ModelFormatError,
+                   reason="n2p2 accepts 'nnp_type 2G-HDNNP' (Mode::loadSettingsFile); jnnp/io/n2p2.py "
+                   "parse_input_nn only accepts the numeric form '2'")
 def test_nnp_type_2g_string_accepted(tmp_path):
     spec, _ = parse_input_nn(_tiny_input_nn(tmp_path, "nnp_type 2G-HDNNP\n"))
     assert spec.elements == (1,)
 
 
-@pytest.mark.xfail(strict=True, reason="parse_input_nn reports non-numeric scale_min_short/scale_max_short "
-                   "at 'line 0' (it passes 0 instead of the keyword's line number to _num)")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="parse_input_nn reports non-numeric scale_min_short/scale_max_short at "
+                   "'line 0' (it passes 0 instead of the keyword's line number to _num)")
 def test_non_numeric_scale_min_names_its_line(tmp_path):
     path = _tiny_input_nn(tmp_path, "scale_symmetry_functions\nscale_min_short abc\n")
     with pytest.raises(ModelFormatError) as info:
@@ -896,6 +916,7 @@ def test_non_numeric_scale_min_names_its_line(tmp_path):
     assert info.value.line == 10, str(info.value)
 
 
+@SHARED
 @pytest.mark.xfail(strict=True, raises=IndexError,
                    reason="a keyword given without its value (e.g. 'global_hidden_layers_short', "
                    "'mean_energy', 'number_of_elements', 'scale_max_short') raises a bare IndexError "
@@ -910,6 +931,7 @@ def test_keyword_without_value(key, tmp_path):
     assert info.value.line == line
 
 
+@SHARED
 @pytest.mark.xfail(strict=True, raises=ValueError,
                    reason="an unknown unit name in the input.nn header ('# Energy unit: Rydberg') raises "
                    "a bare ValueError from jnnp.units instead of a ModelFormatError naming the file")
@@ -920,6 +942,7 @@ def test_unknown_header_unit(tmp_path):
         read_n2p2(d)
 
 
+@SHARED
 @pytest.mark.xfail(strict=True, raises=ValueError,
                    reason="'global_hidden_layers_short -1' raises a bare ValueError from PotentialSpec "
                    "instead of a ModelFormatError naming the line")
@@ -944,27 +967,14 @@ def test_invalid_compact_parameters_refused(sf, tmp_path):
     assert info.value.line == 9
 
 
-def _n2p2_scaling_kind(keywords: set[str]) -> str:
-    """Scaling type n2p2 selects from the scaling keywords (Mode::setupSymmetryFunctionScaling):
-    scale alone → scale; center without scale → center (scale_symmetry_functions_sigma is then
-    ignored); scale + center → scale_center; otherwise sigma if given, else none."""
-    scale, center = "scale_symmetry_functions" in keywords, "center_symmetry_functions" in keywords
-    if scale:
-        return "scale_center" if center else "scale"
-    if center:
-        return "center"
-    return "sigma" if "scale_symmetry_functions_sigma" in keywords else "none"
-
-
-@pytest.mark.xfail(strict=True, reason="with 'scale_symmetry_functions_sigma' + 'center_symmetry_functions' "
-                   "n2p2 only centres (G - mean); parse_input_nn maps the pair to 'sigma_center', which "
-                   "apply_scaling evaluates as smin + (smax-smin)(G - mean)/sigma, and write_n2p2 writes "
-                   "'sigma_center' as that keyword pair")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="n2p2 (Mode::setupSymmetryFunctionScaling) turns 'scale_symmetry_functions_sigma' "
+                   "+ 'center_symmetry_functions' into ST_CENTER (G - mean only); parse_input_nn maps the "
+                   "pair to 'sigma_center', which apply_scaling evaluates as smin + (smax - smin)(G - mean)"
+                   "/sigma (and write_n2p2 writes 'sigma_center' as exactly this keyword pair)")
 def test_sigma_plus_center_follows_n2p2(tmp_path):
-    keywords = {"scale_symmetry_functions_sigma", "center_symmetry_functions"}
-    assert _n2p2_scaling_kind(keywords) == "center"
-    rng = np.random.default_rng(0)
-    G = jnp.asarray(rng.uniform(0, 3, (5, 4)))
+    """n2p2 checks 'scale' before 'sigma': without scale_symmetry_functions, centring wins."""
+    G = jnp.asarray(np.random.default_rng(0).uniform(0, 3, (5, 4)))
     stats = {"min": np.zeros(4), "max": np.full(4, 3.0), "mean": np.full(4, 1.5), "sigma": np.full(4, 0.25)}
     path = _tiny_input_nn(tmp_path, "scale_symmetry_functions_sigma\ncenter_symmetry_functions\n"
                                     "scale_min_short -1\n")

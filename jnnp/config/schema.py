@@ -1,0 +1,138 @@
+"""Typed run configurations (pydantic v2; frozen, unknown keys rejected).
+
+Units in key names where they are not jnnp's internal ones: ``timestep_fs``, ``temperature_k``;
+lengths are Å and energies eV unless a key says otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+__all__ = ["DataConfig", "SplitConfig", "DescriptorConfig", "ModelConfig", "TrainConfig", "MDConfig",
+           "RunConfig"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SplitConfig(_Strict):
+    """How to split the data: random fractions with a seed, or explicit index files."""
+
+    validation: float = Field(0.1, ge=0.0, lt=1.0)
+    test: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 0
+    per_system: bool = Field(False, description="split each source file (system) separately")
+    train_indices: str | None = Field(None, description="file with one integer index per line")
+    validation_indices: str | None = None
+    test_indices: str | None = None
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        if self.validation + self.test >= 1.0:
+            raise ValueError("validation + test fractions must be < 1")
+        return self
+
+
+class DataConfig(_Strict):
+    """Where the labelled structures come from (any format `jnnp.read` knows)."""
+
+    path: str
+    format: str | None = None
+    length_unit: str | None = None
+    energy_unit: str | None = None
+    index: str | None = Field(None, description="frames to read, e.g. ':200'")
+    test_path: str | None = Field(None, description="separate test set file (then split.test is ignored)")
+    split: SplitConfig = SplitConfig()
+
+
+class DescriptorConfig(_Strict):
+    """Symmetry functions: an automatic grid, or an n2p2 input.nn to copy them from."""
+
+    kind: Literal["grid", "n2p2"] = "grid"
+    cutoff: PositiveFloat = 5.0
+    cutoff_type: str | int = "poly2"
+    n_radial: PositiveInt = 8
+    radial_mode: Literal["shifted", "centered"] = "shifted"
+    r_min: float = Field(0.5, ge=0.0)
+    angular_eta: list[float] = Field(default_factory=lambda: [0.01, 0.05])
+    zeta: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
+    lambdas: list[float] = Field(default_factory=lambda: [-1.0, 1.0])
+    angular_type: Literal[3, 9] = 9
+    input_nn: str | None = None
+    length_unit: str | None = None
+
+    @model_validator(mode="after")
+    def _n2p2_needs_file(self):
+        if self.kind == "n2p2" and not self.input_nn:
+            raise ValueError("kind 'n2p2' needs input_nn (path to an n2p2 input.nn)")
+        return self
+
+
+class ModelConfig(_Strict):
+    descriptor: DescriptorConfig = DescriptorConfig()
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [25, 25])
+    activation: str = "t"
+    scaling: Literal["none", "scale", "center", "scale_center", "sigma", "sigma_center"] = "scale_center"
+    precision: Literal["float64", "float32"] = "float64"
+
+
+class TrainConfig(_Strict):
+    epochs: PositiveInt = 100
+    batch_size: PositiveInt = 8
+    optimizer: Literal["adam", "adamw", "kalman"] = "adam"
+    learning_rate: PositiveFloat = 1e-3
+    schedule: Literal["constant", "cosine", "plateau"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    energy_weight: float = Field(1.0, ge=0.0)
+    force_weight: float = Field(10.0, ge=0.0)
+    stress_weight: float = Field(0.0, ge=0.0)
+    clip_norm: float | None = Field(10.0, gt=0.0)
+    patience: PositiveInt = 50
+    seed: int = 0
+    max_time_s: float | None = Field(None, gt=0.0, description="stop training after this wall time")
+
+
+class MDConfig(_Strict):
+    structure: str | None = Field(None, description="start structure; default: first test structure")
+    structure_index: int = 0
+    length_unit: str | None = None
+    energy_unit: str | None = None
+    model: str | None = Field(None, description="model directory (jnnp or n2p2); default: the trained one")
+    model_length_unit: str | None = None
+    model_energy_unit: str | None = None
+    ensemble: Literal["nve", "nvt_nose_hoover", "nvt_langevin"] = "nve"
+    timestep_fs: PositiveFloat = 0.5
+    steps: PositiveInt = 1000
+    temperature_k: PositiveFloat = 300.0
+    tau_fs: PositiveFloat | None = None
+    friction_per_fs: PositiveFloat = 0.01
+    thermo_every: PositiveInt = 10
+    trajectory_every: PositiveInt = 100
+    samples_per_chunk: PositiveInt = 10
+    skin: float = Field(1.0, ge=0.0)
+    neighbors: Literal["auto", "host", "jax-md"] = "auto"
+    precision: Literal["float64", "float32"] = "float64"
+    seed: int = 0
+    trajectory_format: Literal["extxyz", "traj"] = "extxyz"
+    rdf_pairs: list[tuple[int, int]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _multiples(self):
+        if self.trajectory_every % self.thermo_every:
+            raise ValueError("trajectory_every must be a multiple of thermo_every")
+        return self
+
+
+class RunConfig(_Strict):
+    """A whole run: data → model → training → (optional) MD."""
+
+    name: str = "run"
+    run_dir: str = "runs/run"
+    data: DataConfig | None = None
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    md: MDConfig | None = None

@@ -75,7 +75,7 @@ class ModelConfig(_Strict):
     descriptor: DescriptorConfig = DescriptorConfig()
     hidden: list[PositiveInt] = Field(default_factory=lambda: [25, 25])
     activation: str = "t"
-    scaling: Literal["none", "scale", "center", "scale_center", "sigma", "sigma_center"] = "scale_center"
+    scaling: Literal["none", "scale", "center", "scale_center", "sigma"] = "scale_center"
     precision: Literal["float64", "float32"] = "float64"
 
 

@@ -1,8 +1,9 @@
 """Symmetry-function scaling and centring exactly as n2p2, with statistics from a data set.
 
-n2p2 keywords → ``kind``: none; ``scale_symmetry_functions`` → "scale";
-``center_symmetry_functions`` → "center"; both → "scale_center";
-``scale_symmetry_functions_sigma`` → "sigma" (with centring: "sigma_center").
+n2p2 keywords → ``kind`` (n2p2's precedence): ``scale_symmetry_functions`` and
+``center_symmetry_functions`` → "scale_center"; scale alone → "scale"; center alone (also with
+``scale_symmetry_functions_sigma``) → "center"; sigma alone → "sigma" (centred, divided by σ);
+none → "none".
 Statistics per element: ``{"min", "max", "mean", "sigma": (n_c,)}`` — a pytree, so it can be
 fitted from the training split and stored/loaded with the model.
 """
@@ -14,7 +15,7 @@ import numpy as np
 
 __all__ = ["SCALING_KINDS", "apply_scaling", "scaling_statistics", "identity_statistics"]
 
-SCALING_KINDS = ("none", "scale", "center", "scale_center", "sigma", "sigma_center")
+SCALING_KINDS = ("none", "scale", "center", "scale_center", "sigma")
 
 
 def apply_scaling(kind: str, stats: dict, G, smin: float = 0.0, smax: float = 1.0):
@@ -34,7 +35,7 @@ def apply_scaling(kind: str, stats: dict, G, smin: float = 0.0, smax: float = 1.
         rng = hi - lo
         factor = jnp.where(rng != 0, (smax - smin) / jnp.where(rng != 0, rng, 1.0), 0.0)
         return smin + factor * (G - (lo if kind == "scale" else mean))
-    if kind in ("sigma", "sigma_center"):
+    if kind == "sigma":
         factor = jnp.where(sigma != 0, (smax - smin) / jnp.where(sigma != 0, sigma, 1.0), 0.0)
         return smin + factor * (G - mean)
     raise ValueError(f"unknown scaling kind {kind!r}; expected one of {SCALING_KINDS}")

@@ -52,7 +52,7 @@ TRAINING_KEYWORDS = {
     "gradient_adam_epsilon", "kalman_type", "kalman_epsilon", "kalman_eta", "kalman_etatau",
     "kalman_etamax", "kalman_q0", "kalman_qtau", "kalman_qmin", "kalman_lambda_short",
     "kalman_nue_short", "memorize_symfunc_results", "force_weight", "write_symfunctions",
-    "calculate_forces", "analyze_error", "analyze_composition",
+    "calculate_forces", "analyze_error", "analyze_composition", "conv_charge",
 }
 _CUTOFF_RE = re.compile(r"^\d+$")
 
@@ -78,6 +78,20 @@ class _Settings:
 
     def has(self, key) -> bool:
         return bool(self.all(key))
+
+    def args(self, key, n=1, required=True):
+        """The arguments of a unique keyword, at least ``n`` of them; (args, line) or None."""
+        found = self.one(key, required)
+        if found is not None and len(found[0]) < n:
+            raise ModelFormatError(self.path, f"{n} value(s) after '{key}'", " ".join(found[0]) or "nothing",
+                                   line=found[1])
+        return found
+
+    def number(self, key, default=None, kind=float):
+        found = self.args(key, 1, required=default is None)
+        if found is None:
+            return default
+        return _num(self.path, found[0][0], found[1], f"a number after '{key}'", kind)
 
 
 def _read_settings(path) -> _Settings:
@@ -137,6 +151,21 @@ def _parse_symfunction(path, args, ln, elements) -> SymFunc:
     for name, tok in zip(fields, rest[len(elems):]):
         name = name.rstrip("?")
         kw[name] = tok if name == "subtype" else _num(path, tok, ln, name)
+    if t in (20, 21, 22, 23, 24, 25):
+        from jnnp.descriptors.compact import parse_subtype
+
+        try:
+            parse_subtype(kw["subtype"])
+        except ValueError as err:
+            raise ModelFormatError(path, "a compact subtype p1..p4, pNa or e", kw["subtype"], line=ln) from err
+        if not kw["rl"] < kw["rc"]:
+            raise ModelFormatError(path, "rl < rc", f"rl={kw['rl']} rc={kw['rc']}", line=ln)
+        if "angle_left" in kw:
+            left, right = kw["angle_left"], kw["angle_right"]
+            center = 0.5 * (left + right)
+            if not left < right or right - left > 360.0 or (left < 0 and center != 0) or (right > 180 and center != 180):
+                raise ModelFormatError(path, "angle_left < angle_right within [0, 180] (or centred on 0/180)",
+                                       f"{left} {right}", line=ln)
     try:
         return SymFunc(type=t, center=atomic_number(ec),
                        neighbors=tuple(atomic_number(s) for s in rest[: len(elems)]), **kw)
@@ -151,6 +180,13 @@ def _header_units(path) -> tuple[str | None, str | None]:
     return (lu.group(1) if lu else None), (eu.group(1) if eu else None)
 
 
+def _factor_or_none(factor, unit):
+    try:
+        return factor(unit)
+    except ValueError:
+        return None
+
+
 def _resolve_units(path, length_unit, energy_unit):
     hl, he = _header_units(path)
     out = []
@@ -160,10 +196,13 @@ def _resolve_units(path, length_unit, energy_unit):
             raise ModelFormatError(path, f"the model's {what} unit (pass {what}_unit=..., e.g. "
                                    f"'bohr'/'hartree' or 'angstrom'/'eV', or a '# {what.title()} unit:' "
                                    f"header line)", None)
-        if given is not None and header is not None and abs(factor(given) - factor(header)) > 1e-12 * factor(given):
+        if given is not None and header is not None and _factor_or_none(factor, header) != _factor_or_none(factor, given):
             raise ModelFormatError(path, f"{what} unit {given!r} as requested", f"header says {header!r}")
         unit = given if given is not None else header
-        factor(unit)  # validates the name
+        try:
+            factor(unit)
+        except ValueError as err:
+            raise ModelFormatError(path, f"a known {what} unit", f"{unit!r} ({err})") from None
         out.append(unit)
     return tuple(out)
 
@@ -180,22 +219,22 @@ def parse_input_nn(path, length_unit=None, energy_unit=None):
     lunit, eunit = _resolve_units(path, length_unit, energy_unit)
     L, E = length_factor(lunit), energy_factor(eunit)
     nnp_type = s.one("nnp_type", False) or s.one("nn_type", False)
-    if nnp_type is not None and nnp_type[0][:1] != ["2"]:
+    if nnp_type is not None and not (nnp_type[0] and nnp_type[0][0].startswith("2")):
         raise ModelFormatError(path, "a short-range HDNNP (nnp_type 2)", " ".join(nnp_type[0]), line=nnp_type[1])
-    (elem_args, ln) = s.one("elements")
+    (elem_args, ln) = s.args("elements")
     elements = tuple(elem_args)
     for sym in elements:
         try:
             atomic_number(sym)
         except KeyError:
             raise ModelFormatError(path, "element symbols", sym, line=ln) from None
-    n_el = s.one("number_of_elements")
+    n_el = s.args("number_of_elements")
     if _num(path, n_el[0][0], n_el[1], "integer", int) != len(elements):
         raise ModelFormatError(path, f"number_of_elements = {len(elements)} (the 'elements' count)",
                                n_el[0][0], line=n_el[1])
     zs = sorted(atomic_number(x) for x in elements)
 
-    ct_args, ct_ln = s.one("cutoff_type")
+    ct_args, ct_ln = s.args("cutoff_type")
     from jnnp.descriptors.cutoff import cutoff_type_number
     try:
         ctype = cutoff_type_number(int(ct_args[0]))
@@ -211,24 +250,28 @@ def parse_input_nn(path, length_unit=None, energy_unit=None):
             raise ModelFormatError(path, f"at least one symfunction_short for element {symbol(z)}", None)
     desc = DescriptorSpec.from_functions(zs, sfs, ctype, alpha).scaled_length(L)
 
-    if s.has("scale_symmetry_functions_sigma"):
-        scaling = "sigma_center" if s.has("center_symmetry_functions") else "sigma"
-        if s.has("scale_symmetry_functions"):
-            raise ModelFormatError(path, "only one of scale_symmetry_functions / _sigma", "both")
-    elif s.has("scale_symmetry_functions"):
-        scaling = "scale_center" if s.has("center_symmetry_functions") else "scale"
+    # n2p2's precedence (Mode::setupSymmetryFunctionScaling): scale, then center, then sigma.
+    scale, center = s.has("scale_symmetry_functions"), s.has("center_symmetry_functions")
+    if scale:
+        scaling = "scale_center" if center else "scale"
+    elif center:
+        scaling = "center"
     else:
-        scaling = "center" if s.has("center_symmetry_functions") else "none"
-    smin = _num(path, s.one("scale_min_short", False)[0][0], 0, "scale_min_short") if s.has("scale_min_short") else 0.0
-    smax = _num(path, s.one("scale_max_short", False)[0][0], 0, "scale_max_short") if s.has("scale_max_short") else 1.0
+        scaling = "sigma" if s.has("scale_symmetry_functions_sigma") else "none"
+    smin = s.number("scale_min_short", 0.0)
+    smax = s.number("scale_max_short", 1.0)
 
-    nl_args, nl_ln = s.one("global_hidden_layers_short")
+    nl_args, nl_ln = s.args("global_hidden_layers_short")
     n_hidden = _num(path, nl_args[0], nl_ln, "integer number of hidden layers", int)
-    nodes_args, nodes_ln = s.one("global_nodes_short")
-    act_args, act_ln = s.one("global_activation_short")
+    if n_hidden < 0:
+        raise ModelFormatError(path, "a number of hidden layers ≥ 0", nl_args[0], line=nl_ln)
+    nodes_args, nodes_ln = s.args("global_nodes_short")
+    act_args, act_ln = s.args("global_activation_short")
     if len(nodes_args) < n_hidden:
         raise ModelFormatError(path, f"{n_hidden} hidden-layer widths", " ".join(nodes_args), line=nodes_ln)
     hidden = tuple(_num(path, x, nodes_ln, "integer layer width", int) for x in nodes_args[:n_hidden])
+    if any(h < 1 for h in hidden):
+        raise ModelFormatError(path, "layer widths ≥ 1", " ".join(nodes_args), line=nodes_ln)
     if len(act_args) < n_hidden + 1:
         raise ModelFormatError(path, f"{n_hidden + 1} activation characters", " ".join(act_args), line=act_ln)
     acts = tuple(act_args[: n_hidden + 1])
@@ -247,8 +290,11 @@ def parse_input_nn(path, length_unit=None, energy_unit=None):
         raise ModelFormatError(path, "all three of mean_energy, conv_energy, conv_length", "only some")
     mean_energy, conv_energy = 0.0, 1.0
     if normalize:
-        mean_energy = _num(path, s.one("mean_energy")[0][0], s.one("mean_energy")[1], "mean_energy")
-        conv_energy = _num(path, s.one("conv_energy")[0][0], s.one("conv_energy")[1], "conv_energy")
+        mean_energy = s.number("mean_energy")
+        conv_energy = s.number("conv_energy")
+        s.number("conv_length")
+        if conv_energy == 0:
+            raise ModelFormatError(path, "conv_energy ≠ 0", "0", line=s.one("conv_energy")[1])
     atom_energy = dict.fromkeys(zs, 0.0)
     for a, ln in s.all("atom_energy"):
         if len(a) != 2 or a[0] not in elements:
@@ -386,7 +432,6 @@ def write_n2p2(potential: Potential, directory, *, length_unit=None, energy_unit
     kw = {"scale": ["scale_symmetry_functions"], "center": ["center_symmetry_functions"],
           "scale_center": ["scale_symmetry_functions", "center_symmetry_functions"],
           "sigma": ["scale_symmetry_functions_sigma"],
-          "sigma_center": ["scale_symmetry_functions_sigma", "center_symmetry_functions"],
           "none": []}[spec.scaling]
     lines += kw + [f"scale_min_short {spec.scale_min:.17g}", f"scale_max_short {spec.scale_max:.17g}"]
     lines += [f"global_hidden_layers_short {len(spec.hidden)}",

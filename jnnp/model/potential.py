@@ -46,7 +46,8 @@ class PotentialSpec:
     scaling: str = "scale_center"
     scale_min: float = 0.0
     scale_max: float = 1.0
-    source_units: tuple[str, str] = ("angstrom", "eV")
+    # Export metadata only: excluded from equality/hash so it never causes a recompilation.
+    source_units: tuple[str, str] = dataclasses.field(default=("angstrom", "eV"), compare=False)
 
     def __post_init__(self):
         if len(self.activations) != len(self.hidden) + 1:

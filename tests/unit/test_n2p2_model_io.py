@@ -898,17 +898,11 @@ def _tiny_input_nn(d: Path, extra: str = "", sf: str = "symfunction_short H 2 H 
     return d / "input.nn"
 
 
-@pytest.mark.xfail(strict=True, raises=ModelFormatError,
-                   reason="n2p2 accepts 'nnp_type 2G-HDNNP' (Mode::loadSettingsFile); jnnp/io/n2p2.py "
-                   "parse_input_nn only accepts the numeric form '2'")
 def test_nnp_type_2g_string_accepted(tmp_path):
     spec, _ = parse_input_nn(_tiny_input_nn(tmp_path, "nnp_type 2G-HDNNP\n"))
     assert spec.elements == (1,)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="parse_input_nn reports non-numeric scale_min_short/scale_max_short at "
-                   "'line 0' (it passes 0 instead of the keyword's line number to _num)")
 def test_non_numeric_scale_min_names_its_line(tmp_path):
     path = _tiny_input_nn(tmp_path, "scale_symmetry_functions\nscale_min_short abc\n")
     with pytest.raises(ModelFormatError) as info:
@@ -917,10 +911,6 @@ def test_non_numeric_scale_min_names_its_line(tmp_path):
 
 
 @SHARED
-@pytest.mark.xfail(strict=True, raises=IndexError,
-                   reason="a keyword given without its value (e.g. 'global_hidden_layers_short', "
-                   "'mean_energy', 'number_of_elements', 'scale_max_short') raises a bare IndexError "
-                   "in parse_input_nn instead of a ModelFormatError naming the line")
 @pytest.mark.parametrize("key", ["global_hidden_layers_short", "mean_energy", "number_of_elements",
                                  "scale_max_short"])
 def test_keyword_without_value(key, tmp_path):
@@ -932,9 +922,6 @@ def test_keyword_without_value(key, tmp_path):
 
 
 @SHARED
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="an unknown unit name in the input.nn header ('# Energy unit: Rydberg') raises "
-                   "a bare ValueError from jnnp.units instead of a ModelFormatError naming the file")
 def test_unknown_header_unit(tmp_path):
     d = _copy_water_model(tmp_path)
     _edit(d / "input.nn", r"^# Energy unit", "# Energy unit: Rydberg")
@@ -943,9 +930,6 @@ def test_unknown_header_unit(tmp_path):
 
 
 @SHARED
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="'global_hidden_layers_short -1' raises a bare ValueError from PotentialSpec "
-                   "instead of a ModelFormatError naming the line")
 def test_negative_hidden_layer_count(tmp_path):
     d = _copy_water_model(tmp_path)
     line = _edit(d / "input.nn", r"^global_hidden_layers_short", "global_hidden_layers_short -1")
@@ -954,9 +938,6 @@ def test_negative_hidden_layer_count(tmp_path):
     assert info.value.line == line
 
 
-@pytest.mark.xfail(strict=True, reason="n2p2 rejects these compact-function parameters when it reads "
-                   "input.nn (invalid subtype, angle_left >= angle_right, r_l >= r_c); "
-                   "jnnp/io/n2p2.py _parse_symfunction accepts them")
 @pytest.mark.parametrize("sf", ["symfunction_short H 20 H 0.0 5.0 q7",
                                 "symfunction_short H 22 H H 0.0 5.0 170 10 p2",
                                 "symfunction_short H 20 H 6.0 5.0 p2"],
@@ -967,11 +948,6 @@ def test_invalid_compact_parameters_refused(sf, tmp_path):
     assert info.value.line == 9
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="n2p2 (Mode::setupSymmetryFunctionScaling) turns 'scale_symmetry_functions_sigma' "
-                   "+ 'center_symmetry_functions' into ST_CENTER (G - mean only); parse_input_nn maps the "
-                   "pair to 'sigma_center', which apply_scaling evaluates as smin + (smax - smin)(G - mean)"
-                   "/sigma (and write_n2p2 writes 'sigma_center' as exactly this keyword pair)")
 def test_sigma_plus_center_follows_n2p2(tmp_path):
     """n2p2 checks 'scale' before 'sigma': without scale_symmetry_functions, centring wins."""
     G = jnp.asarray(np.random.default_rng(0).uniform(0, 3, (5, 4)))

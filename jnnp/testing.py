@@ -40,7 +40,8 @@ from jnnp.model.potential import Potential, PotentialSpec, init_potential
 __all__ = ["SF_TYPES", "cheap_jit", "all_types_spec", "random_potential", "default_test_potential",
            "water_cluster", "small_periodic_cell", "supercell", "random_rotation", "transformed",
            "graph_of", "cutoff_margin", "small_sizes", "sizes_for", "pad_to", "padded_inputs", "evaluate",
-           "properties_fn_for", "energy_fn_for", "descriptor_fn_for", "fd_energies", "check_forces_fd",
+           "properties_fn_for", "energy_fn_for", "descriptor_fn_for", "descriptor_jacobian_fn",
+           "fd_descriptor_jacobian", "fd_energies", "check_forces_fd",
            "check_stress_fd", "check_invariance"]
 
 #: Every n2p2 short-range symmetry-function type that jnnp implements.
@@ -286,11 +287,10 @@ def small_periodic_cell(triclinic: bool = False, seed: int = 0, n_atoms: int = 8
     """
     rng = np.random.default_rng(seed)
     radii = _radii_of(spec) or _radii_of(all_types_spec(rc=rc))
-    a = 1.35 * rc
     if triclinic:
-        cell = np.array([[a, 0.0, 0.0], [0.22 * a, 0.95 * a, 0.0], [-0.15 * a, 0.18 * a, 1.02 * a]])
+        cell = rc * np.array([[0.93, 0.0, 0.0], [0.3, 1.22, 0.0], [-0.2, 0.25, 1.28]])
     else:
-        cell = np.diag([a, 1.08 * a, 0.93 * a])
+        cell = rc * np.diag([0.91, 1.3, 1.24])
     numbers = np.where(np.arange(n_atoms) % 3 == 0, 8, 1)
     for _ in range(2000):
         pos = []
@@ -330,8 +330,8 @@ def supercell(structure: Structure, reps=(2, 2, 2)) -> Structure:
 # Fixed-capacity inputs and cached compiled functions (one compilation per shape and dtype)
 # ----------------------------------------------------------------------------------------------
 
-def small_sizes(spec, atoms: int = 16, pairs: int = 160, per_element: int = 12, pair_entries: int = 64,
-                triplet_entries: int = 416) -> dict:
+def small_sizes(spec, atoms: int = 16, pairs: int = 256, per_element: int = 12, pair_entries: int = 80,
+                triplet_entries: int = 640) -> dict:
     """Uniform graph capacities (see `jnnp.geometry.graph.pad_graph`) for the small test systems
     of this module, so that all of them share one compiled program per function."""
     plan = make_plan(_descriptor_spec(spec))
@@ -424,6 +424,39 @@ def descriptor_fn_for(spec: DescriptorSpec, fast_angular: bool = True):
 
     descriptor.plan = fn.plan
     return descriptor
+
+
+@functools.lru_cache(maxsize=None)
+def descriptor_jacobian_fn(spec: DescriptorSpec, fast_angular: bool = True):
+    """Cached jitted ``(positions, cell, params, graph) -> (G, dG/dR)`` per element, with
+    dG/dR of shape (N_c, n_c, N, 3): reverse mode (``jacrev``) with the hand-written angular VJP
+    (``fast_angular``), forward mode (``jacfwd``) through plain autodiff otherwise."""
+    d = descriptor_fn_for(spec, fast_angular)
+    jac = jax.jacrev if fast_angular else jax.jacfwd
+    return cheap_jit(lambda pos, cell, params, graph: (d(pos, cell, params, graph),
+                                                       jac(d)(pos, cell, params, graph)))
+
+
+@functools.lru_cache(maxsize=None)
+def _batched_descriptor(spec: DescriptorSpec, fast_angular: bool):
+    d = descriptor_fn_for(spec, fast_angular)
+    return cheap_jit(lambda P, cell, params, graph: jax.vmap(lambda p: d(p, cell, params, graph))(P))
+
+
+def fd_descriptor_jacobian(spec: DescriptorSpec, positions, cell, params, graph, h: float = 1e-5,
+                           fast_angular: bool = True) -> tuple:
+    """Central finite-difference dG/dR per element, (N_c, n_c, N, 3) each (one ``vmap``)."""
+    pos = np.asarray(positions, np.float64)
+    n = pos.shape[0]
+    eye = np.eye(3 * n).reshape(3 * n, n, 3) * h
+    P = jnp.asarray(np.concatenate([pos + eye, pos - eye]), jnp.asarray(positions).dtype)
+    G = _batched_descriptor(spec, fast_angular)(P, cell, params, graph)
+    out = []
+    for g in G:
+        g = np.asarray(g, np.float64)
+        d = (g[: 3 * n] - g[3 * n:]) / (2.0 * h)              # (3N, N_c, n_c)
+        out.append(d.reshape(n, 3, *g.shape[1:]).transpose(2, 3, 0, 1))
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=None)

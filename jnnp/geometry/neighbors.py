@@ -89,8 +89,8 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
         chunk: triplet chunk length (see `Graph`); None picks 32 or 1 as `build_graph` does.
 
     Returns:
-        GraphFns ``allocate(positions, numbers) -> JitGraphState`` (host: sizes capacities from
-        the current structure), ``update(positions, state) -> JitGraphState`` (jittable: rebuilds
+        GraphFns ``allocate(positions, numbers[, capacity_multiplier]) -> JitGraphState`` (host:
+        sizes capacities from the current structure), ``update(positions, state) -> JitGraphState`` (jittable: rebuilds
         when needed, raises ``state.overflow`` when a buffer is too small) and
         ``reallocate(positions, state) -> JitGraphState`` (host: never smaller capacities, and at
         least count + ``extra_capacity``). positions: (N, 3) [Å], unwrapped.
@@ -253,7 +253,7 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
         return JitGraphState(graph=graph, nbrs=nbrs, reference=R,
                              overflow=over | nbrs.did_buffer_overflow.astype(bool))
 
-    def allocate(positions, numbers) -> JitGraphState:
+    def allocate(positions, numbers, capacity_multiplier=capacity_multiplier) -> JitGraphState:
         return _allocate(positions, species_of(numbers, plan.spec.elements), capacity_multiplier)
 
     def reallocate(positions, state: JitGraphState) -> JitGraphState:

@@ -92,7 +92,8 @@ def run_chunks(chunk_fn, state, gstate, graph_fns, n_samples: int, thermo_every:
                timestep_fs: float, first_step: int = 0, on_chunk: Callable | None = None,
                max_retries: int = 5) -> MDRun:
     """Advance ``n_samples × thermo_every`` steps, rebuilding neighbours whenever a chunk stops
-    early; ``on_chunk(step, state, samples)`` is called with every accepted part of a chunk."""
+    early; ``on_chunk(step, state, graph_state, samples)`` is called with every accepted part of
+    a chunk (samples: e_pot, e_kin, T, positions, momenta)."""
     rec = {k: [] for k in ("e_pot", "e_kin", "T", "R", "P")}
     rebuilds, wall, done, failures = 0, 0.0, 0, 0
     while done < n_samples:
@@ -107,7 +108,7 @@ def run_chunks(chunk_fn, state, gstate, graph_fns, n_samples: int, thermo_every:
                 rec[k].append(np.asarray(v)[:n_ok])
             done += n_ok
             if on_chunk is not None:
-                on_chunk(first_step + done * thermo_every, state, [np.asarray(v)[:n_ok] for v in out[1:]])
+                on_chunk(first_step + done * thermo_every, state, gstate, [np.asarray(v)[:n_ok] for v in out[1:]])
         if not ok.all() and done < n_samples:
             # The rest of the chunk was discarded; rebuild neighbours at the last valid state.
             rebuilds += 1

@@ -1,0 +1,191 @@
+"""Numerical safety: masked padding, coincident atoms, and pairs at or beyond the cutoff.
+
+* Padded graphs (`jnnp.testing.pad_to`) point every masked block entry at a dummy pair with
+  r = 0, so sqrt/norm/arccos/division at r = 0 are evaluated in every symmetry function; the
+  energy must equal the unpadded one and every gradient (positions, cell, all parameters including
+  trainable descriptor parameters) must be finite.
+* Two atoms at the same point: finite energy and gradients.
+* Neighbour-list entries beyond a function's cutoff contribute exactly zero (graphs built with a
+  skin give bitwise-identical descriptors), and at r = r_c exactly every function of every type
+  and its derivative vanish.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jnnp import testing as T
+from jnnp.data.structure import Structure
+from jnnp.descriptors.spec import TRAINABLE_FIELDS
+from jnnp.model.potential import make_energy_fn
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return T.default_test_potential()
+
+
+def _coincident(structure, i=2, j=5):
+    """``structure`` with atom i moved exactly onto atom j."""
+    pos = structure.positions.copy()
+    pos[i] = pos[j]
+    return structure.replace(positions=pos)
+
+
+# --- padding --------------------------------------------------------------------------------
+
+def test_padding_entries_evaluate_r_zero(setup):
+    pot, structures = setup
+    s = structures["triclinic"]
+    pos, cell, g = T.padded_inputs(pot, s)
+    n_pairs = T.graph_of(pot, s).pair_i.shape[0]
+    for idx, _, m in g.pair_blocks:
+        idx, m = np.asarray(idx), np.asarray(m)
+        assert (~m).any() and np.all(idx[~m] == n_pairs)
+    assert int(g.pair_i[n_pairs]) == int(g.pair_j[n_pairs]) and not np.asarray(g.pair_shift[n_pairs]).any()
+
+
+@pytest.mark.parametrize("name", ["cluster", "triclinic"])
+def test_padded_graph_gives_same_energy(setup, name):
+    pot, structures = setup
+    s = structures[name]
+    e_pad = T.evaluate(pot, s)["energy"]
+    g = T.graph_of(pot, s)
+    efn = T._jitted(T.energy_fn_for(pot.spec))
+    e = float(efn(jnp.asarray(s.positions), jnp.asarray(s.cell), pot.params, g))
+    assert abs(e_pad - e) <= 1e-13 * abs(e)
+
+
+# --- finite gradients -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trainable_potential(setup):
+    """The test potential with every descriptor field (η, r_s, r_c, ζ, r_l, α) trainable."""
+    pot, structures = setup
+    desc = pot.spec.descriptor.with_trainable(TRAINABLE_FIELDS)
+    from jnnp.descriptors.params import init_descriptor_params
+    import dataclasses
+
+    spec = dataclasses.replace(pot.spec, descriptor=desc)
+    params = dict(pot.params)
+    params["descriptor"] = init_descriptor_params(desc)
+    return T.Potential(spec, params) if hasattr(T, "Potential") else type(pot)(spec, params)
+
+
+@pytest.fixture(scope="module")
+def full_grad(trainable_potential):
+    efn = make_energy_fn(trainable_potential.spec)
+    return T.cheap_jit(jax.value_and_grad(lambda params, pos, cell, g: efn(params, pos, cell, g),
+                                          argnums=(0, 1, 2)))
+
+
+def _all_finite(tree):
+    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("case", ["triclinic", "coincident_periodic", "coincident_cluster"])
+def test_gradients_finite(setup, trainable_potential, full_grad, case):
+    pot, structures = setup
+    s = {"triclinic": structures["triclinic"],
+         "coincident_periodic": _coincident(structures["triclinic"]),
+         "coincident_cluster": _coincident(structures["cluster"], 3, 7)}[case]
+    tp = trainable_potential
+    pos, cell, g = T.padded_inputs(tp, s)
+    e, (gp, gx, gc) = full_grad(tp.params, pos, cell, g)
+    assert np.isfinite(float(e))
+    assert _all_finite(gp), "parameter gradient not finite"
+    assert _all_finite(gx) and _all_finite(gc), "position/cell gradient not finite"
+    assert np.abs(np.asarray(gx)).max() > 0
+    for c, d in enumerate(gp["descriptor"]["elements"]):    # descriptor params are reached
+        assert any(np.abs(np.asarray(v)).max() > 0 for v in d.values())
+    # the trainable (plain autodiff) path agrees with the fast static one
+    if case == "triclinic":
+        assert abs(float(e) - T.evaluate(pot, s)["energy"]) <= 1e-11 * abs(float(e))
+
+
+@pytest.mark.parametrize("name", ["cluster", "triclinic"])
+def test_coincident_atoms_fast_path_finite(setup, name):
+    pot, structures = setup
+    s = _coincident(structures[name], 3, 7) if name == "cluster" else _coincident(structures[name])
+    out = T.evaluate(pot, s)
+    for k in ("energy", "forces") + (("stress",) if s.periodic else ()):
+        assert np.all(np.isfinite(out[k])), k
+
+
+# --- pairs at and beyond the cutoff -------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["cluster", "triclinic"])
+def test_pairs_beyond_cutoff_contribute_exactly_zero(setup, name):
+    pot, structures = setup
+    desc = pot.spec.descriptor
+    s = structures[name]
+    fn = T._jitted(T.descriptor_fn_for(desc))
+    outs = []
+    sizes = T.sizes_for(desc, [s], skin=0.5)      # small_sizes for the cluster
+    for skin in (0.0, 0.5):
+        pos, cell, g = T.padded_inputs(desc, s, sizes, skin=skin)
+        outs.append((fn(pos, cell, pot.params["descriptor"], g), g))
+    (G0, g0), (G1, g1) = outs
+    n0 = sum(int(np.asarray(m).sum()) for _, _, m in g0.pair_blocks)
+    n1 = sum(int(np.asarray(m).sum()) for _, _, m in g1.pair_blocks)
+    assert n1 > n0                                   # the skin really added pairs
+    for a, b in zip(G0, G1):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _stars(r):
+    """Two 'stars' 40 Å apart: a centre (O, then H) with four neighbours O, O, H, H at distance
+    exactly r along ±x, +y, +z (neighbour–neighbour distances r√2 and 2r)."""
+    arms = np.array([[r, 0, 0], [0, r, 0], [0, 0, r], [-r, 0, 0]])
+    pos, num = [], []
+    for centre_z, origin in ((8, np.zeros(3)), (1, np.array([40.0, 0.0, 0.0]))):
+        pos += [origin, *(origin + arms)]
+        num += [centre_z, 8, 8, 1, 1]
+    return Structure(positions=np.array(pos), numbers=np.array(num))
+
+
+RADII = (3.0, 3.5, 4.0, 4.1)
+
+
+@pytest.fixture(scope="module")
+def star_jacobians(setup):
+    pot, _ = setup
+    desc = pot.spec.descriptor
+    jac = T.descriptor_jacobian_fn(desc, True)
+    out = {}
+    for r in RADII + (3.95,):
+        s = _stars(r)
+        pos, cell, g = T.padded_inputs(desc, s, skin=0.6)
+        G, J = jac(pos, cell, pot.params["descriptor"], g)
+        out[r] = ([np.asarray(x) for x in G], [np.asarray(x) for x in J], g)
+    return out
+
+
+@pytest.mark.parametrize("r", RADII)
+def test_functions_vanish_at_and_beyond_cutoff(setup, star_jacobians, r):
+    """Every function with r_c ≤ r is exactly 0, with exactly zero derivative, for every atom
+    (all legs r ≥ r_c); the graph (built with a skin) does contain these pairs."""
+    pot, _ = setup
+    desc = pot.spec.descriptor
+    G, J, g = star_jacobians[r]
+    assert sum(int(np.asarray(m).sum()) for _, _, m in g.pair_blocks) >= 16
+    types = set()
+    for c, fs in enumerate(desc.functions):
+        cols = [k for k, sf in enumerate(fs) if sf.rc <= r]
+        types |= {fs[k].type for k in cols}
+        assert np.all(G[c][:, cols] == 0.0)
+        assert np.all(J[c][:, cols] == 0.0)
+    if r >= 4.0:
+        assert types == set(T.SF_TYPES)
+
+
+def test_functions_nonzero_just_inside_cutoff(setup, star_jacobians):
+    """Contrast for the test above: at r = 3.95 the r_c = 4 functions are not all zero."""
+    pot, _ = setup
+    G, J, _ = star_jacobians[3.95]
+    for c, fs in enumerate(pot.spec.descriptor.functions):
+        cols = [k for k, sf in enumerate(fs) if sf.rc == 4.0]
+        for t in {fs[k].type for k in cols}:
+            tc = [k for k in cols if fs[k].type == t]
+            assert np.abs(J[c][:, tc]).max() > 0, f"type {t}"

@@ -87,6 +87,47 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_validate(args) -> int:
+    from jnnp.config import load_config
+
+    for path in args.configs:
+        load_config(path, args.set)
+        print(f"{path}: ok")
+    return 0
+
+
+def _cmd_schema(args) -> int:
+    from jnnp.config import schema
+
+    model = {"run": schema.RunConfig, "train": schema.TrainConfig, "md": schema.MDConfig,
+             "data": schema.DataConfig, "model": schema.ModelConfig}[args.which]
+    print(json.dumps(model.model_json_schema(), indent=1))
+    return 0
+
+
+def _cmd_md(args) -> int:
+    from jnnp.config import load_config
+    from jnnp.data import read
+    from jnnp.md.simulate import run_md
+
+    cfg = load_config(args.config, args.set)
+    if cfg.md is None:
+        print(f"{args.config}: no 'md' section", file=sys.stderr)
+        return 1
+    md = cfg.md
+    _enable_x64(argparse.Namespace(precision=md.precision))
+    model = md.model or str(__import__("pathlib").Path(cfg.run_dir) / "model")
+    pot = _load_model(model, md.model_length_unit, md.model_energy_unit)
+    if md.structure is None:
+        print(f"{args.config}: md.structure is required for 'jnnp md'", file=sys.stderr)
+        return 1
+    s = read(md.structure, length_unit=md.length_unit, energy_unit=md.energy_unit)[md.structure_index]
+    out_dir = args.run_dir or str(__import__("pathlib").Path(cfg.run_dir) / "md")
+    summary = run_md(pot, s, md, out_dir, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(summary, indent=1, default=float))
+    return 0
+
+
 def _add_model_args(p):
     p.add_argument("model", help="jnnp model directory, or n2p2 directory with input.nn/scaling.data/weights")
     p.add_argument("--model-length-unit", default=None, help="n2p2 models: length unit (bohr, angstrom)")
@@ -116,6 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length-unit", default=None, help="units of the written n2p2 model")
     p.add_argument("--energy-unit", default=None)
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("md", help="molecular dynamics from a config's 'md' section")
+    p.add_argument("config")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's restart.npz")
+    p.add_argument("--run-dir", default=None, help="output directory (default: <run_dir>/md)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_md)
+
+    p = sub.add_parser("validate", help="validate configs (exit 1 with key-path errors)")
+    p.add_argument("configs", nargs="+")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("schema", help="JSON schema of a config section")
+    p.add_argument("which", choices=("run", "train", "md", "data", "model"))
+    p.set_defaults(func=_cmd_schema)
     return parser
 
 

@@ -87,6 +87,30 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from jnnp.config import load_config
+    from jnnp.pipeline import train_from_config
+
+    cfg = load_config(args.config, args.set)
+    _enable_x64(argparse.Namespace(precision=cfg.model.precision))
+    train_from_config(cfg, resume=args.resume, progress=not args.quiet)
+    print(f"run directory: {cfg.run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from jnnp.data import read
+    from jnnp.train.loop import evaluate
+
+    _enable_x64(args)
+    pot = _load_model(args.model, args.model_length_unit, args.model_energy_unit)
+    ds = read(args.data, format=args.format, length_unit=args.length_unit, energy_unit=args.energy_unit,
+              index=args.index)
+    m = evaluate(pot, list(ds), run_dir=args.output, name="evaluate")
+    print(json.dumps(m, indent=1, default=float))
+    return 0
+
+
 def _cmd_validate(args) -> int:
     from jnnp.config import load_config
 
@@ -158,6 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--energy-unit", default=None)
     p.set_defaults(func=_cmd_convert)
 
+    p = sub.add_parser("train", help="train a potential from a YAML config")
+    p.add_argument("config")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="errors of a model on labelled data (RMSE/MAE, parity plots)")
+    _add_model_args(p)
+    p.add_argument("data")
+    p.add_argument("--format", default=None)
+    p.add_argument("--length-unit", default=None)
+    p.add_argument("--energy-unit", default=None)
+    p.add_argument("--index", default=None)
+    p.add_argument("-o", "--output", default=None, help="folder for evaluate_metrics.json and parity plot")
+    p.set_defaults(func=_cmd_evaluate)
+
     p = sub.add_parser("md", help="molecular dynamics from a config's 'md' section")
     p.add_argument("config")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's restart.npz")
@@ -183,6 +224,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"jnnp {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (JnnpError, FileNotFoundError) as err:
         print(f"jnnp {args.command}: error: {err}", file=sys.stderr)
         return 1

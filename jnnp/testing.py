@@ -41,7 +41,7 @@ __all__ = ["SF_TYPES", "cheap_jit", "all_types_spec", "random_potential", "defau
            "water_cluster", "small_periodic_cell", "supercell", "random_rotation", "transformed",
            "graph_of", "cutoff_margin", "small_sizes", "sizes_for", "pad_to", "padded_inputs", "evaluate",
            "properties_fn_for", "energy_fn_for", "descriptor_fn_for", "descriptor_jacobian_fn",
-           "fd_descriptor_jacobian", "fd_energies", "check_forces_fd",
+           "descriptor_vjp_fn", "group_weights", "fd_descriptor_jacobian", "fd_energies", "check_forces_fd",
            "check_stress_fd", "check_invariance"]
 
 #: Every n2p2 short-range symmetry-function type that jnnp implements.
@@ -57,37 +57,34 @@ cheap_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimizati
 # ----------------------------------------------------------------------------------------------
 
 def _element_functions(c: int, elements, rc: float) -> list[SymFunc]:
-    """≈20 functions of central element ``c`` covering every type and several parameter regimes."""
+    """17 functions of central element ``c`` covering every type and several parameter regimes."""
     lo, hi = elements[0], elements[-1]
     r2, r3 = 0.75 * rc, 0.875 * rc          # two further cutoff radii (3.0 and 3.5 Å for rc = 4)
     return [
-        # radial exponential (2): per neighbour element, rs = 0 and rs ≠ 0, two cutoffs
+        # radial exponential (2): rs = 0 and rs ≠ 0, two cutoffs
         SymFunc(2, c, (lo,), rc, eta=0.5),
-        SymFunc(2, c, (hi,), rc, eta=0.3, rs=1.0),
         SymFunc(2, c, (hi,), r2, eta=1.0, rs=1.5),
         # narrow angular (3): λ = ±1, ζ = 1, 2, 4, rs ≠ 0, every neighbour pair
         SymFunc(3, c, (lo, lo), rc, eta=0.1, lam=1.0, zeta=1.0),
         SymFunc(3, c, (lo, hi), rc, eta=0.05, lam=-1.0, zeta=2.0),
         SymFunc(3, c, (hi, hi), r3, eta=0.2, rs=0.8, lam=1.0, zeta=4.0),
-        # wide angular (9): non-integer ζ (jnp.power path)
+        # wide angular (9): integer and non-integer ζ (jnp.power path)
         SymFunc(9, c, (lo, lo), rc, eta=0.2, lam=-1.0, zeta=1.0),
         SymFunc(9, c, (lo, hi), r2, eta=0.1, lam=1.0, zeta=2.5),
         # weighted radial (12) and weighted narrow angular (13)
         SymFunc(12, c, (), rc, eta=0.3, rs=0.8),
         SymFunc(13, c, (), rc, eta=0.1, rs=0.5, lam=-1.0, zeta=2.0),
-        # compact radial (20): symmetric polynomial and exponential cores, bump and cutoff-like
+        # compact radial (20): polynomial bump (r_l = 0) and cutoff-like exponential (r_l = -r_c)
         SymFunc(20, c, (lo,), rc, rl=0.0, subtype="p2"),
         SymFunc(20, c, (hi,), r3, rl=-r3, subtype="e"),
-        # compact narrow angular (21) and wide angular (22) with different windows
+        # compact narrow (21) and wide (22) angular, windows (0, 180), (-90, 90), (90, 270)
         SymFunc(21, c, (lo, hi), rc, rl=0.5, angle_left=0.0, angle_right=180.0, subtype="p2"),
         SymFunc(21, c, (lo, lo), r3, rl=-r3, angle_left=-90.0, angle_right=90.0, subtype="p3"),
-        SymFunc(22, c, (lo, lo), rc, rl=0.0, angle_left=30.0, angle_right=150.0, subtype="p4"),
         SymFunc(22, c, (lo, hi), rc, rl=-rc, angle_left=90.0, angle_right=270.0, subtype="e"),
-        # weighted compact radial (23), narrow angular (24), wide angular (25)
+        # weighted compact radial (23, asymmetric core), narrow (24) and wide (25) angular
         SymFunc(23, c, (), r2, rl=1.0, subtype="p2a"),
         SymFunc(24, c, (), rc, rl=0.0, angle_left=60.0, angle_right=180.0, subtype="p1"),
-        SymFunc(25, c, (), rc, rl=-rc, angle_left=-90.0, angle_right=90.0, subtype="p3a"),
-        SymFunc(25, c, (), r2, rl=0.5, angle_left=0.0, angle_right=120.0, subtype="e"),
+        SymFunc(25, c, (), r2, rl=0.5, angle_left=30.0, angle_right=150.0, subtype="p4"),
     ]
 
 
@@ -95,10 +92,11 @@ def all_types_spec(elements=(1, 8), rc: float = 4.0, cutoff_type: int = 6, alpha
                    trainable=()) -> DescriptorSpec:
     """A small descriptor set with at least one function of every n2p2 type per element.
 
-    Per central element: types 2, 3 (λ = ±1, ζ = 1, 2, 4, r_s ≠ 0), 9 (integer and non-integer
-    ζ), 12, 13, 20 (``p2``, ``e``), 21, 22, 24, 25 with angular windows (0, 180), (−90, 90),
-    (30, 150), (90, 270), (60, 180), (0, 120), and 23 with the asymmetric ``p2a`` core; lower
-    bounds r_l = 0, > 0 and −r_c; cutoff radii rc, 0.875·rc and 0.75·rc (20 functions).
+    Per central element (17 functions): types 2, 3 (λ = ±1, ζ = 1, 2, 4, r_s ≠ 0), 9 (integer
+    and non-integer ζ), 12, 13, 20 (cores ``p2`` and ``e``), 21, 22, 24, 25 with angular windows
+    (0, 180), (−90, 90), (90, 270), (60, 180), (30, 150) and cores p1..p4, e, and 23 with the
+    asymmetric ``p2a`` core; lower bounds r_l = 0, > 0 and −r_c; cutoff radii rc, 0.875·rc and
+    0.75·rc. Every (centre, neighbour) pair block and (centre, e1, e2) triplet block is used.
 
     Args:
         elements: atomic numbers (two or more distinct elements exercise every block kind).
@@ -274,7 +272,7 @@ def water_cluster(n_molecules: int = 4, seed: int = 0, rc: float = 4.0, near_cut
 
 def small_periodic_cell(triclinic: bool = False, seed: int = 0, n_atoms: int = 8, rc: float = 4.0,
                         near_cutoff: bool = True, spec=None, margin: float = 1e-3,
-                        min_distance: float = 0.9) -> Structure:
+                        min_distance: float = 0.9, cell_scale: float = 1.0) -> Structure:
     """A periodic H/O cell narrower than 2·rc (atoms see their own images) with random positions.
 
     Args:
@@ -284,6 +282,7 @@ def small_periodic_cell(triclinic: bool = False, seed: int = 0, n_atoms: int = 8
         spec, margin: every other distance (all images) stays ``margin`` Å from every cutoff
             radius of ``spec`` (default: `all_types_spec` with this ``rc``).
         min_distance: smallest allowed distance between any two atoms/images [Å] (≥ 0.7).
+        cell_scale: factor on the cell (default edges ≈ 0.9–1.3 rc; the shortest is < rc).
     """
     rng = np.random.default_rng(seed)
     radii = _radii_of(spec) or _radii_of(all_types_spec(rc=rc))
@@ -291,6 +290,7 @@ def small_periodic_cell(triclinic: bool = False, seed: int = 0, n_atoms: int = 8
         cell = rc * np.array([[0.93, 0.0, 0.0], [0.3, 1.22, 0.0], [-0.2, 0.25, 1.28]])
     else:
         cell = rc * np.diag([0.91, 1.3, 1.24])
+    cell = cell * cell_scale
     numbers = np.where(np.arange(n_atoms) % 3 == 0, 8, 1)
     for _ in range(2000):
         pos = []
@@ -435,6 +435,35 @@ def descriptor_jacobian_fn(spec: DescriptorSpec, fast_angular: bool = True):
     jac = jax.jacrev if fast_angular else jax.jacfwd
     return cheap_jit(lambda pos, cell, params, graph: (d(pos, cell, params, graph),
                                                        jac(d)(pos, cell, params, graph)))
+
+
+@functools.lru_cache(maxsize=None)
+def descriptor_vjp_fn(spec: DescriptorSpec, fast_angular: bool = True):
+    """Cached jitted ``(positions, cell, params, graph, weights) -> (G, dS/dR)``.
+
+    ``weights`` holds per element a (K, N_c, n_c) array; dS/dR is (K, N, 3), the gradient of
+    S_k = Σ_c Σ weights[c][k] ⊙ G_c, i.e. K rows of the Jacobian contracted with the weights
+    (one reverse pass each, much cheaper than the full ``jacrev``). With random weights on a
+    group of columns this checks every Jacobian entry of the group at once.
+    """
+    d = descriptor_fn_for(spec, fast_angular)
+
+    def f(pos, cell, params, graph, weights):
+        G, vjp = jax.vjp(lambda p: d(p, cell, params, graph), pos)
+        return G, jax.vmap(lambda w: vjp(tuple(w))[0])(tuple(weights))
+
+    return cheap_jit(f)
+
+
+def group_weights(spec, groups, n_rows: int, rng) -> list[np.ndarray]:
+    """Weights for `descriptor_vjp_fn`: per element a (K, n_rows, n_c) array, zero except the
+    random values in U(0.5, 1.5) on group k = ``(element index c, columns, rows)``."""
+    rng = np.random.default_rng(rng)
+    spec = _descriptor_spec(spec)
+    W = [np.zeros((len(groups), n_rows, n)) for n in spec.n_features]
+    for k, (c, cols, rows) in enumerate(groups):
+        W[c][k][np.ix_(np.asarray(rows, int), np.asarray(cols, int))] = rng.uniform(0.5, 1.5, (len(rows), len(cols)))
+    return W
 
 
 @functools.lru_cache(maxsize=None)

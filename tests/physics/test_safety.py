@@ -10,6 +10,8 @@
   and its derivative vanish.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,8 +19,9 @@ import pytest
 
 from jnnp import testing as T
 from jnnp.data.structure import Structure
+from jnnp.descriptors.params import init_descriptor_params
 from jnnp.descriptors.spec import TRAINABLE_FIELDS
-from jnnp.model.potential import make_energy_fn
+from jnnp.model.potential import Potential, make_energy_fn
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +65,11 @@ def test_padded_graph_gives_same_energy(setup, name):
 @pytest.fixture(scope="module")
 def trainable_potential(setup):
     """The test potential with every descriptor field (η, r_s, r_c, ζ, r_l, α) trainable."""
-    pot, structures = setup
+    pot, _ = setup
     desc = pot.spec.descriptor.with_trainable(TRAINABLE_FIELDS)
-    from jnnp.descriptors.params import init_descriptor_params
-    import dataclasses
-
-    spec = dataclasses.replace(pot.spec, descriptor=desc)
     params = dict(pot.params)
     params["descriptor"] = init_descriptor_params(desc)
-    return T.Potential(spec, params) if hasattr(T, "Potential") else type(pot)(spec, params)
+    return Potential(dataclasses.replace(pot.spec, descriptor=desc), params)
 
 
 @pytest.fixture(scope="module")
@@ -134,58 +133,60 @@ def test_pairs_beyond_cutoff_contribute_exactly_zero(setup, name):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def _stars(r):
-    """Two 'stars' 40 Å apart: a centre (O, then H) with four neighbours O, O, H, H at distance
-    exactly r along ±x, +y, +z (neighbour–neighbour distances r√2 and 2r)."""
-    arms = np.array([[r, 0, 0], [0, r, 0], [0, 0, r], [-r, 0, 0]])
+def _star(r, directions):
+    """Two 'stars' 40 Å apart: a centre (O, then H) with neighbours O, O, H, H at distance r
+    along ``directions`` (exactly r for axis directions)."""
     pos, num = [], []
     for centre_z, origin in ((8, np.zeros(3)), (1, np.array([40.0, 0.0, 0.0]))):
-        pos += [origin, *(origin + arms)]
+        pos += [origin, *(origin + r * np.asarray(directions, dtype=np.float64))]
         num += [centre_z, 8, 8, 1, 1]
     return Structure(positions=np.array(pos), numbers=np.array(num))
 
 
+AXES = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [-1, 0, 0]]          # neighbour–neighbour r√2, 2r
+_A = np.deg2rad([0.0, 50.0, 100.0])
+ANGLED = [[np.cos(a), np.sin(a), 0.0] for a in _A] + [[0.0, 0.0, 1.0]]   # 50°, 90°, 100° angles
 RADII = (3.0, 3.5, 4.0, 4.1)
 
 
-@pytest.fixture(scope="module")
-def star_jacobians(setup):
-    pot, _ = setup
+def _star_derivatives(pot, r, directions, select):
+    """(G, dS/dR, groups): weighted-sum gradients for the groups (element, type) restricted to
+    the columns ``select(sf)``; shares the compiled program of test_sf_derivatives."""
     desc = pot.spec.descriptor
-    jac = T.descriptor_jacobian_fn(desc, True)
-    out = {}
-    for r in RADII + (3.95,):
-        s = _stars(r)
-        pos, cell, g = T.padded_inputs(desc, s, skin=0.6)
-        G, J = jac(pos, cell, pot.params["descriptor"], g)
-        out[r] = ([np.asarray(x) for x in G], [np.asarray(x) for x in J], g)
-    return out
+    s = _star(r, directions)
+    pos, cell, g = T.padded_inputs(desc, s, skin=0.6)
+    rows = [np.flatnonzero(np.asarray(m)) for m in g.element_mask]
+    keys = [(c, t) for c in range(len(desc.elements)) for t in T.SF_TYPES]
+    groups = [(c, [k for k, sf in enumerate(desc.functions[c]) if sf.type == t and select(sf)], rows[c])
+              for c, t in keys]
+    W = T.group_weights(desc, groups, g.element_mask[0].shape[0], 1)
+    G, dS = T.descriptor_vjp_fn(desc, True)(pos, cell, pot.params["descriptor"], g, tuple(W))
+    return [np.asarray(x) for x in G], np.asarray(dS), keys, groups, g
 
 
 @pytest.mark.parametrize("r", RADII)
-def test_functions_vanish_at_and_beyond_cutoff(setup, star_jacobians, r):
-    """Every function with r_c ≤ r is exactly 0, with exactly zero derivative, for every atom
-    (all legs r ≥ r_c); the graph (built with a skin) does contain these pairs."""
+def test_functions_vanish_at_and_beyond_cutoff(setup, r):
+    """Every function with r_c ≤ r is exactly 0, with exactly zero derivatives, on every atom
+    (all legs ≥ r); the graph (built with a skin) does contain these pairs."""
     pot, _ = setup
-    desc = pot.spec.descriptor
-    G, J, g = star_jacobians[r]
+    G, dS, keys, groups, g = _star_derivatives(pot, r, AXES, lambda sf: sf.rc <= r)
     assert sum(int(np.asarray(m).sum()) for _, _, m in g.pair_blocks) >= 16
     types = set()
-    for c, fs in enumerate(desc.functions):
-        cols = [k for k, sf in enumerate(fs) if sf.rc <= r]
-        types |= {fs[k].type for k in cols}
-        assert np.all(G[c][:, cols] == 0.0)
-        assert np.all(J[c][:, cols] == 0.0)
+    for k, ((c, t), (_, cols, _)) in enumerate(zip(keys, groups)):
+        if cols:
+            types.add(t)
+            assert np.all(G[c][:, cols] == 0.0), f"type {t}: G ≠ 0 at r = {r}"
+            assert np.all(dS[k] == 0.0), f"type {t}: dG/dR ≠ 0 at r = {r}"
     if r >= 4.0:
         assert types == set(T.SF_TYPES)
 
 
-def test_functions_nonzero_just_inside_cutoff(setup, star_jacobians):
-    """Contrast for the test above: at r = 3.95 the r_c = 4 functions are not all zero."""
+def test_functions_nonzero_just_inside_cutoff(setup):
+    """Contrast for the test above: at r = 3.95 every type with r_c = 4 has non-zero values and
+    derivatives (angles of 50°, 90° and 100°, so narrow functions see r_jk < r_c too)."""
     pot, _ = setup
-    G, J, _ = star_jacobians[3.95]
-    for c, fs in enumerate(pot.spec.descriptor.functions):
-        cols = [k for k, sf in enumerate(fs) if sf.rc == 4.0]
-        for t in {fs[k].type for k in cols}:
-            tc = [k for k in cols if fs[k].type == t]
-            assert np.abs(J[c][:, tc]).max() > 0, f"type {t}"
+    G, dS, keys, groups, _ = _star_derivatives(pot, 3.95, ANGLED, lambda sf: sf.rc == 4.0)
+    for k, ((c, t), (_, cols, _)) in enumerate(zip(keys, groups)):
+        if cols:
+            assert np.abs(G[c][:, cols]).max() > 0, f"type {t}"
+            assert np.abs(dS[k]).max() > 0, f"type {t}"

@@ -13,26 +13,36 @@ def setup():
     return T.default_test_potential()
 
 
-def test_supercell_energy_forces_stress(setup):
-    pot, structures = setup
-    s = structures["triclinic"]
+def _base_cell(triclinic):
+    """Two atoms (O, H) in a cell with edges 2.6–3.6 Å < r_c: many self-images per atom."""
+    return T.small_periodic_cell(triclinic, seed=0, n_atoms=2, cell_scale=0.7, near_cutoff=False)
+
+
+@pytest.mark.parametrize("triclinic", [False, True])
+def test_supercell_energy_forces_stress(setup, triclinic):
+    pot, _ = setup
+    s = _base_cell(triclinic)
     sup = T.supercell(s, (2, 2, 2))
+    g0, g1 = T.graph_of(pot, s), T.graph_of(pot, sup)
+    assert g1.pair_i.shape[0] == 8 * g0.pair_i.shape[0]
+    assert np.sum(g0.pair_i == g0.pair_j) > 0                  # atoms see their own images
     ref = T.evaluate(pot, s)
-    out = T.evaluate(pot, sup, sizes=T.sizes_for(pot, [sup]))
+    out = T.evaluate(pot, sup)
+    assert np.abs(ref["forces"]).max() > 1e-2
     assert abs(out["energy"] - 8 * ref["energy"]) <= 1e-9 * abs(8 * ref["energy"])
     np.testing.assert_allclose(out["forces"], np.tile(ref["forces"], (8, 1)), rtol=0, atol=1e-9)
     np.testing.assert_allclose(out["stress"], ref["stress"], rtol=0, atol=1e-10)
 
 
-def test_supercell_builder_is_explicit(setup):
-    """The supercell has 8× the atoms, 8× the volume and the same neighbour environment sizes."""
-    pot, structures = setup
-    s = structures["triclinic"]
+def test_supercell_detects_non_extensive_change(setup):
+    """Contrast: moving one atom of the supercell breaks E = 8 E_cell well above tolerance."""
+    pot, _ = setup
+    s = _base_cell(True)
     sup = T.supercell(s, (2, 2, 2))
-    assert sup.n_atoms == 8 * s.n_atoms
-    assert np.isclose(sup.volume, 8 * s.volume)
-    g0, g1 = T.graph_of(pot, s), T.graph_of(pot, sup)
-    assert g1.pair_i.shape[0] == 8 * g0.pair_i.shape[0]
+    pos = sup.positions.copy()
+    pos[5] += [0.01, 0.0, 0.0]
+    e = T.evaluate(pot, sup.replace(positions=pos))["energy"]
+    assert abs(e - 8 * T.evaluate(pot, s)["energy"]) > 1e-6
 
 
 def _molecule(seed, offset):

@@ -1,0 +1,125 @@
+"""One config, one command: data → split → descriptors → potential → training → test → MD.
+
+`train_from_config` is what ``jnnp train CONFIG.yaml`` runs. The run directory receives the
+model (``model/``, loadable without the training data), training checkpoints, ``metrics.csv``,
+``metrics.json``, ``test_metrics.json``, learning-curve and parity plots, ``split.json`` and, when
+the config has an ``md`` section, a short MD run in ``md/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from jnnp.config.schema import RunConfig
+from jnnp.data import read
+from jnnp.descriptors.grids import symmetry_function_grid
+from jnnp.model.potential import PotentialSpec, init_potential
+
+__all__ = ["build_potential_spec", "load_data", "train_from_config"]
+
+
+def load_data(cfg: RunConfig):
+    """(train, validation, test, split record) from the config's data section."""
+    from jnnp.train.splits import make_split, read_indices
+
+    d = cfg.data
+    ds = read(d.path, format=d.format, length_unit=d.length_unit, energy_unit=d.energy_unit, index=d.index)
+    sp = d.split
+    test_fraction = 0.0 if d.test_path else sp.test
+    split = make_split(ds, validation=sp.validation, test=test_fraction, seed=sp.seed, per_system=sp.per_system,
+                       train_indices=sp.train_indices and read_indices(sp.train_indices),
+                       validation_indices=sp.validation_indices and read_indices(sp.validation_indices),
+                       test_indices=sp.test_indices and read_indices(sp.test_indices))
+    train, val, test = split.apply(ds)
+    if d.test_path:
+        test = read(d.test_path, format=d.format, length_unit=d.length_unit, energy_unit=d.energy_unit)
+    return list(train), list(val), list(test), split
+
+
+def build_potential_spec(cfg: RunConfig, elements) -> PotentialSpec:
+    """PotentialSpec from the model section: a descriptor grid for ``elements`` or an n2p2 set."""
+    m = cfg.model
+    dc = m.descriptor
+    if dc.kind == "n2p2":
+        from jnnp.io.n2p2 import parse_input_nn
+
+        desc = parse_input_nn(dc.input_nn, dc.length_unit or "angstrom", "eV")[0].descriptor
+    else:
+        desc = symmetry_function_grid(elements, dc.cutoff, n_radial=dc.n_radial, radial_mode=dc.radial_mode,
+                                      r_min=dc.r_min, angular_eta=tuple(dc.angular_eta), zeta=tuple(dc.zeta),
+                                      lambdas=tuple(dc.lambdas), angular_type=dc.angular_type,
+                                      cutoff_type=dc.cutoff_type)
+    acts = (m.activation,) * len(m.hidden) + ("l",)
+    return PotentialSpec(descriptor=desc, hidden=tuple(m.hidden), activations=acts, scaling=m.scaling)
+
+
+def train_settings(cfg: RunConfig):
+    from jnnp.train.loop import TrainSettings
+
+    return TrainSettings(**cfg.train.model_dump())
+
+
+def train_from_config(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    """Run the whole pipeline of ``cfg``; returns a summary dict (also in ``summary.json``)."""
+    from jnnp.train.checkpoint import save_model
+    from jnnp.train.loop import evaluate, fit
+
+    if cfg.data is None:
+        raise ValueError("the config has no 'data' section to train on")
+    dtype = jax.numpy.float64 if cfg.model.precision == "float64" else jax.numpy.float32
+    if dtype == jax.numpy.float64 and not jax.config.jax_enable_x64:
+        raise RuntimeError("float64 training needs jax.config.update('jax_enable_x64', True)")
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
+    t0 = time.perf_counter()
+    train, val, test, split = load_data(cfg)
+    (run_dir / "split.json").write_text(json.dumps(split.to_dict()))
+    elements = sorted({int(z) for s in train + val + test for z in s.numbers})
+    spec = build_potential_spec(cfg, elements)
+    pot = init_potential(spec, jax.random.PRNGKey(cfg.train.seed), dtype=dtype)
+    if progress:
+        print(f"data: {len(train)} train / {len(val)} validation / {len(test)} test structures; "
+              f"elements {elements}; {spec.descriptor.n_features} symmetry functions per element; "
+              f"network {spec.hidden}")
+    pot, history = fit(pot, train, val, train_settings(cfg), run_dir, resume=resume, progress=progress,
+                       split=split.to_dict())
+    save_model(run_dir / "model", pot, metadata={"config": cfg.name, "elements": elements})
+    summary = {"name": cfg.name, "n_train": len(train), "n_validation": len(val), "n_test": len(test),
+               "train_wall_s": time.perf_counter() - t0}
+    if test:
+        summary["test"] = evaluate(pot, test, run_dir=run_dir, name="test")
+        if progress:
+            _print_metrics("test", summary["test"])
+    if cfg.md is not None:
+        from jnnp.md.simulate import run_md
+
+        md = cfg.md
+        start = (read(md.structure, length_unit=md.length_unit, energy_unit=md.energy_unit)[md.structure_index]
+                 if md.structure else (test or val or train)[0])
+        summary["md"] = run_md(pot, start, md, run_dir / "md", progress=progress)
+        if progress:
+            s = summary["md"]
+            drift = s.get("energy_drift", {}).get("slope_eV_per_atom_per_ps")
+            print(f"md: {s['steps']} steps of {md.timestep_fs} fs, mean T {s['temperature_mean_K']:.1f} K, "
+                  f"energy drift {drift:.3g} eV/atom/ps, outputs in {run_dir / 'md'}")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    return summary
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _print_metrics(name, m):
+    keys = [k for k in m if any(t in k for t in ("rmse", "mae"))]
+    print(f"{name}: " + ", ".join(f"{k} {m[k]:.3f}" for k in keys if isinstance(m[k], (int, float))))

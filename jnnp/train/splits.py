@@ -1,0 +1,130 @@
+"""Train/validation/test splits: seeded random, per system, or from index files.
+
+A `Split` holds sorted 0-based structure indices of each part; it round-trips through a plain
+dict (`Split.to_dict`/`Split.from_dict`) for the checkpoint's data-split record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Split", "random_split", "per_system_split", "split_from_files", "read_indices", "system_keys",
+           "make_split"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Indices (sorted int arrays) of the training, validation and test structures."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+    def __post_init__(self):
+        for name in ("train", "validation", "test"):
+            object.__setattr__(self, name, np.sort(np.asarray(getattr(self, name), dtype=np.int64)))
+        parts = np.concatenate([self.train, self.validation, self.test])
+        if len(np.unique(parts)) != len(parts):
+            raise ValueError("train, validation and test indices overlap (or repeat)")
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k).tolist() for k in ("train", "validation", "test")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Split":
+        return cls(np.asarray(d.get("train", []), np.int64), np.asarray(d.get("validation", []), np.int64),
+                   np.asarray(d.get("test", []), np.int64))
+
+    def apply(self, dataset):
+        """(train, validation, test) subsets of ``dataset`` (a `Dataset` or a list)."""
+        take = (lambda idx: dataset[idx]) if hasattr(dataset, "structures") else (lambda idx: [dataset[i] for i in idx])
+        return take(self.train), take(self.validation), take(self.test)
+
+
+def _counts(n: int, validation: float, test: float) -> tuple[int, int]:
+    if not (0 <= validation < 1 and 0 <= test < 1 and validation + test < 1):
+        raise ValueError(f"need 0 <= validation, test and validation + test < 1, got {validation}, {test}")
+    n_val = int(round(validation * n))
+    n_test = int(round(test * n))
+    if n_val + n_test >= n and n > 0:   # always keep at least one training structure
+        excess = n_val + n_test - (n - 1)
+        cut_test = min(n_test, excess)
+        n_test -= cut_test
+        n_val -= excess - cut_test
+    return n_val, n_test
+
+
+def random_split(n: int, validation: float = 0.1, test: float = 0.1, seed: int = 0) -> Split:
+    """Random split of n structures: round(validation·n) validation, round(test·n) test, the
+    rest training (at least one), reproducible from ``seed``."""
+    n_val, n_test = _counts(n, validation, test)
+    perm = np.random.default_rng(seed).permutation(n)
+    return Split(perm[n_val + n_test:], perm[:n_val], perm[n_val:n_val + n_test])
+
+
+def per_system_split(systems, validation: float = 0.1, test: float = 0.1, seed: int = 0) -> Split:
+    """Split each system (structures with equal key in ``systems``) separately with the same
+    fractions, so every system is represented in every part it is large enough for."""
+    systems = list(systems)
+    keys = sorted(set(systems), key=str)
+    train, val, tst = [], [], []
+    for k_idx, key in enumerate(keys):
+        members = np.array([i for i, s in enumerate(systems) if s == key], np.int64)
+        sub = random_split(len(members), validation, test, seed=[int(seed), k_idx])
+        train.append(members[sub.train])
+        val.append(members[sub.validation])
+        tst.append(members[sub.test])
+    cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)
+    return Split(cat(train), cat(val), cat(tst))
+
+
+def read_indices(path) -> np.ndarray:
+    """0-based integer indices, one per line (blank lines and ``#`` comments ignored)."""
+    out = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            out.extend(int(tok) for tok in line.split())
+        except ValueError:
+            raise ValueError(f"{path}, line {lineno}: expected integer indices, got {line!r}") from None
+    return np.asarray(out, np.int64)
+
+
+def split_from_files(train=None, validation=None, test=None, n: int | None = None) -> Split:
+    """A split from index files; with ``n`` given, a missing training file means "all the rest"
+    and indices are checked against n."""
+    val = read_indices(validation) if validation else np.zeros(0, np.int64)
+    tst = read_indices(test) if test else np.zeros(0, np.int64)
+    if train:
+        tr = read_indices(train)
+    elif n is not None:
+        tr = np.setdiff1d(np.arange(n), np.concatenate([val, tst]))
+    else:
+        raise ValueError("need the training index file or the number of structures n")
+    if n is not None:
+        for name, idx in (("train", tr), ("validation", val), ("test", tst)):
+            if len(idx) and (idx.min() < 0 or idx.max() >= n):
+                raise ValueError(f"{name} indices out of range for {n} structures")
+    return Split(tr, val, tst)
+
+
+def system_keys(dataset) -> list[str]:
+    """System key of each structure: its source file (``"<memory>"`` if it has none)."""
+    return [s.source or "<memory>" for s in dataset]
+
+
+def make_split(dataset, *, validation: float = 0.1, test: float = 0.1, seed: int = 0, per_system: bool = False,
+               train_indices=None, validation_indices=None, test_indices=None) -> Split:
+    """The split of ``dataset`` by index files if any is given, else random (per system when
+    ``per_system``, systems keyed by `system_keys`)."""
+    n = len(dataset)
+    if train_indices or validation_indices or test_indices:
+        return split_from_files(train_indices, validation_indices, test_indices, n=n)
+    if per_system:
+        return per_system_split(system_keys(dataset), validation, test, seed)
+    return random_split(n, validation, test, seed)

@@ -46,6 +46,9 @@ class _Columns:
             [fs[k].angle_left for k in block.columns], [fs[k].angle_right for k in block.columns])
         self.static = {f: field_values(spec, c, f)[self.cols] for f in FIELDS}
 
+    def subset(self, types) -> np.ndarray:
+        return np.flatnonzero(np.isin(self.types, list(types)))
+
 
 class _Cache(dict):
     """Memoise shared sub-expressions by static key (None key = trainable: never shared)."""
@@ -70,6 +73,23 @@ def _pow_int_or_float(base, zeta):
     if isinstance(zeta, float) and zeta.is_integer() and 0 < zeta <= 64:
         return jnp.where(pos, jax.lax.integer_pow(safe, int(zeta)), 0.0)
     return jnp.where(pos, jnp.power(safe, zeta), 0.0)
+
+
+def _angular_powers(cos, lam, zeta, zeta_traced: bool):
+    """2^(1−ζ) (1 + λ cos θ)^ζ as a (T, k) array for per-column λ (static) and ζ.
+
+    Static integer ζ: one repeated-multiplication power per distinct (λ, ζ), then selected per
+    column; trainable ζ: a float power with a finite gradient at 1 + λ cos θ = 0.
+    """
+    base = 1.0 + lam * cos
+    pos = base > 0
+    safe = jnp.where(pos, base, 1.0)
+    if zeta_traced or not np.all(np.mod(zeta, 1.0) == 0):
+        return jnp.where(pos, jnp.exp2(1.0 - zeta) * jnp.power(safe, zeta), 0.0)
+    out = jnp.zeros(base.shape, base.dtype)
+    for z in np.unique(zeta):
+        out = jnp.where(zeta == z, jax.lax.integer_pow(safe, int(z)), out)
+    return jnp.where(pos, np.exp2(1.0 - zeta).astype(base.dtype) * out, 0.0)
 
 
 def _fast_angular_block(spec: DescriptorSpec, info: _Columns):
@@ -111,14 +131,17 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
         dtype = positions.dtype
         alpha = jnp.asarray(params["alpha"], dtype) if "alpha" in trainable else spec.cutoff_alpha
 
-        def field(info, f, j):
-            """Value of field f for block column j: Python float (static) or traced scalar."""
+        def vf(info, f, sel):
+            """(1, k) values of field f for the block columns ``sel``: constant unless trainable."""
             if f in trainable:
-                return jnp.asarray(params["elements"][info.c][f], dtype)[info.cols[j]]
-            return float(info.static[f][j])
+                return jnp.asarray(params["elements"][info.c][f], dtype)[info.cols[sel]][None, :]
+            return np.asarray(info.static[f][sel], dtype=dtype)[None, :]
 
-        def key(*vals):
-            return tuple(v if isinstance(v, float) else None for v in vals)
+        def single_static_rc(info, sel):
+            if "rc" in trainable:
+                return None
+            u = np.unique(info.static["rc"][sel])
+            return float(u[0]) if len(u) == 1 else None
 
         vec = edge_vectors(positions, cell, graph.pair_i, graph.pair_j, graph.pair_shift)
         r_pair = safe_norm(vec)
@@ -131,30 +154,28 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
         out = [jnp.zeros((graph.element_atoms[c].shape[0], len(spec.functions[c])), dtype)
                for c in range(nel)]
 
-        def accumulate(info, columns, local, mask):
-            vals = jnp.stack(columns, axis=1) * jnp.asarray(info.weights, dtype) * mask[:, None]
+        def accumulate(info, vals, local, mask):
+            vals = vals * np.asarray(info.weights, dtype) * mask[:, None]
             seg = jax.ops.segment_sum(vals, local, out[info.c].shape[0], indices_are_sorted=True)
             out[info.c] = out[info.c].at[:, info.cols].add(seg)
 
         for info, (idx, local, mask) in zip(pair_info, graph.pair_blocks):
-            r = _take(r_pair, idx)
-            cache = _Cache()
-            columns = []
-            for j, t in enumerate(info.types):
-                rc = field(info, "rc", j)
-                if t in (2, 12):
-                    eta, rs = field(info, "eta", j), field(info, "rs", j)
-                    fc = cache.get_or(key(rc), lambda: _take(fc_pair(rc), idx) if isinstance(rc, float)
-                                      else _cutoff(ctype, r, rc, alpha))
-                    d2 = cache.get_or(("d2",) + key(rs), lambda: (r - rs) ** 2)
-                    columns.append(jnp.exp(-eta * d2) * fc)
-                else:
-                    rl = field(info, "rl", j)
-                    columns.append(_compact.compact_radial(info.subtypes[j], r, rl, rc))
-            accumulate(info, columns, local, mask)
+            r = _take(r_pair, idx)[:, None]
+            vals = jnp.zeros((r.shape[0], len(info.cols)), dtype)
+            sel = info.subset({2, 12})
+            if sel.size:
+                rc0 = single_static_rc(info, sel)
+                fc = (_take(fc_pair(rc0), idx)[:, None] if rc0 is not None
+                      else _cutoff(ctype, r, vf(info, "rc", sel), alpha))
+                vals = vals.at[:, sel].set(jnp.exp(-vf(info, "eta", sel) * (r - vf(info, "rs", sel)) ** 2) * fc)
+            sel = info.subset({20, 23})
+            if sel.size:
+                vals = vals.at[:, sel].set(_compact.compact_radial(
+                    _pick(info.subtypes, sel), r, vf(info, "rl", sel), vf(info, "rc", sel)))
+            accumulate(info, vals, local, mask)
 
         for info, block_fn, (tp, tq, local, mask) in zip(trip_info, fast, graph.triplet_blocks):
-            if block_fn is not None:
+            if block_fn is not None and graph.chunk > 1:
                 S = graph.chunk
                 shape = (tp.shape[0] // S, S)
                 seg = block_fn(vxyz, tp.reshape(shape), tq.reshape(shape), local[::S], mask.reshape(shape),
@@ -167,44 +188,42 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
             rr = r1 * r2
             ok = rr > 0
             cos = jnp.where(ok, jnp.sum(v1 * v2, axis=-1) / jnp.where(ok, rr, 1.0), 0.0)
-            cache = _Cache()
-            columns = []
-            for j, t in enumerate(info.types):
-                narrow = t in (3, 13, 21, 24)
-                rc = field(info, "rc", j)
-                if t in (3, 9, 13):
-                    eta, rs, zeta = field(info, "eta", j), field(info, "rs", j), field(info, "zeta", j)
-                    lam = info.lam[j]
-
-                    def fcprod(rc=rc, narrow=narrow):
-                        if isinstance(rc, float):
-                            f = fc_pair(rc)
-                            f12 = cache.get_or(("fc12", rc), lambda: _take(f, tp) * _take(f, tq))
-                        else:
-                            f12 = _cutoff(ctype, r1, rc, alpha) * _cutoff(ctype, r2, rc, alpha)
-                        return f12 * _cutoff(ctype, r3, rc, alpha) if narrow else f12
-
-                    fc = cache.get_or(("fc",) + key(rc) + (narrow,), fcprod)
-                    d2 = cache.get_or(("d2",) + key(rs) + (narrow,), lambda: (
-                        (r1 - rs) ** 2 + (r2 - rs) ** 2 + ((r3 - rs) ** 2 if narrow else 0.0)))
-                    pw = cache.get_or(("pow", lam) + key(zeta), lambda: jnp.exp2(1.0 - zeta)
-                                      * _pow_int_or_float(1.0 + lam * cos, zeta))
-                    columns.append(pw * jnp.exp(-eta * d2) * fc)
+            r1, r2, r3, cos = r1[:, None], r2[:, None], r3[:, None], cos[:, None]
+            vals = jnp.zeros((r1.shape[0], len(info.cols)), dtype)
+            sel = info.subset({3, 9, 13})
+            if sel.size:
+                narrow = np.isin(np.asarray(info.types)[sel], (3, 13))[None, :]
+                rs, eta = vf(info, "rs", sel), vf(info, "eta", sel)
+                d2 = (r1 - rs) ** 2 + (r2 - rs) ** 2 + jnp.where(narrow, (r3 - rs) ** 2, 0.0)
+                rc0 = single_static_rc(info, sel)
+                if rc0 is not None:
+                    f = fc_pair(rc0)
+                    F = (_take(f, tp) * _take(f, tq))[:, None]
+                    if narrow.any():
+                        F = F * jnp.where(narrow, _cutoff(ctype, r3, rc0, alpha), 1.0)
                 else:
-                    rl, sub = field(info, "rl", j), info.subtypes[j]
-
-                    def crad(x, rl=rl, rc=rc, sub=sub):
-                        return _compact.compact_radial(sub, x, rl, rc)
-
-                    rad = cache.get_or(("cr", sub) + key(rl, rc), lambda: crad(r1) * crad(r2))
-                    if narrow:
-                        rad = rad * cache.get_or(("cr3", sub) + key(rl, rc), lambda: crad(r3))
-                    ang = cache.get_or(("ca", sub, float(info.left[j]), float(info.right[j])),
-                                       lambda: _compact.compact_angular(sub, cos, info.left[j], info.right[j]))
-                    columns.append(rad * ang)
-            accumulate(info, columns, local, mask)
+                    rc = vf(info, "rc", sel)
+                    F = (_cutoff(ctype, r1, rc, alpha) * _cutoff(ctype, r2, rc, alpha)
+                         * jnp.where(narrow, _cutoff(ctype, r3, rc, alpha), 1.0))
+                lam = np.asarray(info.lam, dtype=dtype)[sel][None, :]
+                vals = vals.at[:, sel].set(_angular_powers(cos, lam, vf(info, "zeta", sel), "zeta" in trainable)
+                                           * jnp.exp(-eta * d2) * F)
+            sel = info.subset({21, 22, 24, 25})
+            if sel.size:
+                subs = _pick(info.subtypes, sel)
+                narrow = np.isin(np.asarray(info.types)[sel], (21, 24))[None, :]
+                rl, rc = vf(info, "rl", sel), vf(info, "rc", sel)
+                rad = (_compact.compact_radial(subs, r1, rl, rc) * _compact.compact_radial(subs, r2, rl, rc)
+                       * jnp.where(narrow, _compact.compact_radial(subs, r3, rl, rc), 1.0))
+                ang = _compact.compact_angular(subs, cos, info.left[sel][None, :], info.right[sel][None, :])
+                vals = vals.at[:, sel].set(rad * ang)
+            accumulate(info, vals, local, mask)
 
         return tuple(o * m[:, None] for o, m in zip(out, graph.element_mask))
 
     descriptor_fn.plan = plan
     return descriptor_fn
+
+
+def _pick(seq, sel):
+    return tuple(seq[i] for i in sel)

@@ -11,10 +11,11 @@ which ``edge_vectors`` (R_j − R_i + shift @ cell) is exact. Stress uses a per-
 derivative as straining each cell.
 
 Capacities: every size q (atoms, pairs, atoms per element, entries per pair/triplet block) has a
-reference r_q = max(B · mean_q, max_q) over the data set; a batch with needs n_q gets capacities
-⌈r_q g^k⌉ for the smallest integer k (g = ``growth``, default 1.25) with n_q ≤ r_q g^k for all q.
-So one integer k names the shape, and XLA compiles one program per level k that occurs (usually
-one or two for a homogeneous training set).
+reference r_q = max(B · mean_q + 2 √B · std_q, max_q) over the data set's structures (the upper
+end of the typical batch total); a batch with needs n_q gets capacities ⌈r_q g^k⌉ for the
+smallest integer k (g = ``growth``, default 1.25) with n_q ≤ r_q g^k for all q. So one integer k
+names the shape, and XLA compiles one program per level k that occurs: for a homogeneous
+training set nearly every full batch has level 0 (the last, partial batch a lower one).
 
 Neighbour graphs are built once per structure (`build_graphs`), optionally cached on disk as
 ``.npz`` keyed by a hash of the descriptor spec and of the structures' geometry.
@@ -234,20 +235,25 @@ class BatchSizer:
         graphs: the per-structure graphs of the data set (defines the references r_q).
         batch_size: structure slots B per batch.
         growth: ratio g between consecutive capacity levels (> 1).
+        min_level: lowest level used (default 0: partial batches are padded like full ones,
+            which saves a compilation); None for no lower bound.
     """
 
-    def __init__(self, graphs, batch_size: int, growth: float = 1.25):
+    def __init__(self, graphs, batch_size: int, growth: float = 1.25, min_level: int | None = 0):
         if not graphs:
             raise ValueError("need at least one structure to size batches")
         if growth <= 1.0:
             raise ValueError(f"growth must be > 1, got {growth}")
         self.batch_size = int(batch_size)
         self.growth = float(growth)
+        self.min_level = min_level
         g0 = graphs[0]
         self.chunk = g0.chunk
         self.n_el, self.n_pb, self.n_tb = len(g0.element_atoms), len(g0.pair_blocks), len(g0.triplet_blocks)
         self.needs = np.stack([_needs(g) for g in graphs])
-        self.reference = np.maximum(self.batch_size * self.needs.mean(0), self.needs.max(0))
+        B = self.batch_size
+        mean, std = self.needs.mean(0), self.needs.std(0)
+        self.reference = np.maximum(B * mean + 2.0 * np.sqrt(B) * std, self.needs.max(0))
 
     def level(self, need) -> int:
         """Smallest integer k with need ≤ reference · g^k for every size."""
@@ -257,6 +263,8 @@ class BatchSizer:
         if ratio <= 0:
             return 0
         k = math.ceil(math.log(ratio) / math.log(self.growth) - 1e-9)
+        if self.min_level is not None:
+            k = max(k, self.min_level)
         while np.any(self._caps(k) < need):
             k += 1
         return k

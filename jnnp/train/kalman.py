@@ -176,15 +176,18 @@ def kalman_update(params, state: KalmanState, jacobian_rows, errors, *, kalman=N
 
 
 def make_kalman_train_step(spec, kalman, loss_cfg: LossConfig = LossConfig(), *, forces_per_update: int = 8,
-                           seed: int = 0, jit: bool = True):
+                           seed: int = 0, energy_unit: float | None = None, force_unit: float | None = None,
+                           jit: bool = True):
     """``train_step(state, batch) -> (state, metrics)`` updating with the Kalman filter.
 
     Observations of a batch: the energy per atom Ê_s/N_s of every labelled structure, and
     ``forces_per_update`` force components drawn at random (without replacement, key from
     (seed, state.step)) among the labelled ones (none when ``loss_cfg.force_weight == 0``).
-    Rows and errors are divided by the potential's energy unit ``params["energy"]["scale"]``
-    (n2p2 trains in normalised units) and multiplied by √weight (energy_weight / force_weight:
-    an observation noise variance λ/weight). The Jacobian ∂y/∂w comes from ``jax.jacrev``
+    Rows and errors are normalised as n2p2 trains in normalised units: energy rows divided by
+    ``energy_unit`` [eV/atom] and force rows by ``force_unit`` [eV/Å] (e.g. the spread of the
+    per-atom energies and the RMS force of the training set; None: the potential's energy unit
+    ``params["energy"]["scale"]``), then multiplied by √weight (energy_weight / force_weight: an
+    observation noise variance λ/weight). The Jacobian ∂y/∂w comes from ``jax.jacrev``
     (reverse-over-reverse for the force rows). ``metrics`` are those of the loss before the
     update, as in `jnnp.train.step.make_train_step`; non-finite updates are skipped.
     """
@@ -214,16 +217,18 @@ def make_kalman_train_step(spec, kalman, loss_cfg: LossConfig = LossConfig(), *,
             return y, (y, pred)
 
         H, (y, pred) = jax.jacrev(observe, has_aux=True)(trainable)
+        scale = jnp.asarray(state.params["energy"]["scale"]).astype(dtype)
+        e_unit = scale if energy_unit is None else jnp.asarray(energy_unit, dtype)
+        f_unit = scale if force_unit is None else jnp.asarray(force_unit, dtype)
         y_ref = [jnp.asarray(batch.energy).astype(dtype) / n_atoms]
         valid = [e_valid]
-        weight = [jnp.full(e_valid.shape, math.sqrt(loss_cfg.energy_weight), dtype)]
+        weight = [jnp.full(e_valid.shape, math.sqrt(loss_cfg.energy_weight), dtype) / e_unit]
         if K:
             y_ref.append(jnp.asarray(batch.forces).astype(dtype).reshape(-1)[sel])
             valid.append(sel_valid)
-            weight.append(jnp.full(sel.shape, math.sqrt(loss_cfg.force_weight), dtype))
+            weight.append(jnp.full(sel.shape, math.sqrt(loss_cfg.force_weight), dtype) / f_unit)
         y_ref, valid, weight = jnp.concatenate(y_ref), jnp.concatenate(valid), jnp.concatenate(weight)
-        scale = jnp.asarray(state.params["energy"]["scale"]).astype(dtype)
-        r = jnp.where(valid, weight / scale, 0.0)
+        r = jnp.where(valid, weight, 0.0)
         xi = jnp.where(valid, (y_ref - y), 0.0) * r
         H = jax.tree.map(lambda h: h * r.reshape((-1,) + (1,) * (h.ndim - 1)).astype(h.dtype), H)
         updates, opt_state = kalman.update(H, state.opt_state, trainable, errors=xi)

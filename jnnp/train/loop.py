@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import signal
 import sys
@@ -33,12 +34,12 @@ import numpy as np
 from jnnp.train.batch import Batcher
 from jnnp.train.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint, save_model
 from jnnp.train.kalman import kalman_filter, make_kalman_train_step
-from jnnp.train.loss import LossConfig
+from jnnp.train.loss import LossConfig, combine_terms, loss_terms
 from jnnp.train.metrics import (ErrorAccumulator, plot_learning_curve, plot_parity, write_history_csv,
                                 write_json)
-from jnnp.train.normalize import normalize_potential
+from jnnp.train.normalize import energy_scale, fit_reference_energies, normalize_potential
 from jnnp.train.optim import SCHEDULES, make_optimizer, make_schedule
-from jnnp.train.step import TrainState, init_train_state, make_eval_step, make_train_step
+from jnnp.train.step import TrainState, cached_properties_fn, init_train_state, make_train_step
 
 __all__ = ["TrainSettings", "History", "fit", "evaluate", "make_optimizer_for"]
 
@@ -62,7 +63,8 @@ class TrainSettings:
             epochs.
         kalman_lambda, kalman_nu, kalman_epsilon, kalman_forces_per_update: Kalman filter.
         normalize: fit shifts, energy unit and SF scaling on the training set (fresh runs).
-        energy_scale: ``"energy_std"``, ``"force_rms"`` or a number [eV] (`normalize_potential`).
+        energy_scale: ``"auto"``, ``"energy_std"``, ``"force_rms"`` or a number [eV]
+            (`jnnp.train.normalize.normalize_potential`).
         eval_batch_size: batch size for validation (default: batch_size).
         growth: capacity level ratio of padded batches (`jnnp.train.batch.BatchSizer`).
         cache_graphs: keep neighbour lists in ``run_dir/cache``.
@@ -90,7 +92,7 @@ class TrainSettings:
     kalman_epsilon: float = 0.01
     kalman_forces_per_update: int = 8
     normalize: bool = True
-    energy_scale: str | float = "energy_std"
+    energy_scale: str | float = "auto"
     eval_batch_size: int | None = None
     growth: float = 1.25
     cache_graphs: bool = True
@@ -153,6 +155,41 @@ def make_optimizer_for(cfg: TrainSettings, steps_per_epoch: int):
                           warmup_steps=cfg.warmup_epochs * steps_per_epoch, weight_decay=cfg.weight_decay,
                           clip_norm=cfg.clip_norm, plateau_factor=cfg.plateau_factor,
                           plateau_patience=cfg.plateau_patience, plateau_accumulation=max(1, steps_per_epoch))
+
+
+_OPTIMIZER_FIELDS = ("epochs", "optimizer", "learning_rate", "schedule", "warmup_epochs", "weight_decay",
+                     "clip_norm", "seed", "plateau_factor", "plateau_patience", "kalman_lambda", "kalman_nu",
+                     "kalman_epsilon", "kalman_forces_per_update")
+
+
+def _optimizer_key(cfg: TrainSettings) -> tuple:
+    return tuple((f, getattr(cfg, f)) for f in _OPTIMIZER_FIELDS)
+
+
+def _kalman_units(structures, elements) -> tuple:
+    """(per-atom energy spread [eV/atom], RMS force [eV/Å]) of the training set: the units in
+    which the Kalman filter sees energy and force errors."""
+    has_e = [s for s in structures if s.energy is not None]
+    e_unit = f_unit = None
+    if len(has_e) > 1:
+        e_unit = energy_scale(has_e, elements, fit_reference_energies(has_e, elements), "energy_std")
+    if any(s.forces is not None for s in structures):
+        f_unit = energy_scale(structures, elements, None, "force_rms")
+    return e_unit, f_unit
+
+
+@functools.lru_cache(maxsize=8)
+def _training_fns(spec, loss_cfg: LossConfig, opt_key: tuple, n_batches: int, units: tuple = (None, None)):
+    """(optimizer, jitted train step), memoised so that repeated `fit` calls (resume, notebooks)
+    reuse compiled programs."""
+    cfg = TrainSettings(**dict(opt_key))
+    optimizer = make_optimizer_for(cfg, n_batches)
+    if cfg.optimizer == "kalman":
+        step = make_kalman_train_step(spec, optimizer, loss_cfg, forces_per_update=cfg.kalman_forces_per_update,
+                                      seed=cfg.seed, energy_unit=units[0], force_unit=units[1])
+    else:
+        step = make_train_step(spec, optimizer, loss_cfg)
+    return optimizer, step
 
 
 class _SigintFlag:
@@ -256,15 +293,17 @@ class _Sums:
         return math.sqrt(v) * 1000.0 if math.isfinite(v) else math.nan
 
 
-def _validate(eval_step, params, batcher, loss_cfg, elements, systems=None):
-    """(loss, metrics dict, accumulator) of ``params`` on all batches of ``batcher``."""
+def _validate(properties_fn, params, batcher, loss_cfg, elements, systems=None):
+    """(loss, metrics dict, accumulator) of ``params`` on all batches of ``batcher``, with a
+    jitted properties function (shared with `predict`, so no extra compilation)."""
     sums = _Sums()
     acc = ErrorAccumulator(elements, systems)
     for batch in batcher.batches():
-        m, pred = eval_step(params, batch)
-        m, pred = jax.device_get((m, pred))
+        pred = properties_fn(params, batch)
+        terms = loss_terms(pred, batch)
+        m = jax.device_get({"loss": combine_terms(terms, loss_cfg), **terms})
         sums.add(m)
-        acc.add(batch, pred)
+        acc.add(batch, jax.device_get(pred))
     return sums.loss(loss_cfg), acc.summary(), acc
 
 
@@ -278,7 +317,7 @@ def evaluate(potential, dataset, *, batch_size: int = 16, systems=None, loss: Lo
     loss = loss or LossConfig()
     stress = any(s.stress is not None and s.periodic for s in dataset)
     batcher = Batcher(potential.spec, dataset, batch_size)
-    step = make_eval_step(potential.spec, loss, stress=stress)
+    step = cached_properties_fn(potential.spec, True, stress)
     val, summary, acc = _validate(step, potential.params, batcher, loss, potential.spec.elements, systems)
     summary = {"loss": val, **summary}
     if run_dir is not None:
@@ -319,7 +358,8 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
     val_b = (Batcher(spec, val_set, cfg.eval_batch_size or cfg.batch_size, cache_dir=cache, growth=cfg.growth)
              if val_set else None)
     n_batches = train_b.n_batches()
-    optimizer = make_optimizer_for(cfg, n_batches)
+    units = _kalman_units(train_set, spec.elements) if cfg.optimizer == "kalman" else (None, None)
+    optimizer, train_step = _training_fns(spec, loss_cfg, _optimizer_key(cfg), n_batches, units)
     schedule = (make_schedule(cfg.learning_rate, cfg.schedule, max(1, cfg.epochs * n_batches),
                               cfg.warmup_epochs * n_batches) if cfg.optimizer != "kalman" else None)
 
@@ -352,12 +392,7 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
         history = History()
         epoch0, batch0, sums0, bad = 0, 0, {}, 0
 
-    if cfg.optimizer == "kalman":
-        train_step = make_kalman_train_step(spec, optimizer, loss_cfg, forces_per_update=cfg.kalman_forces_per_update,
-                                            seed=cfg.seed)
-    else:
-        train_step = make_train_step(spec, optimizer, loss_cfg)
-    eval_step = make_eval_step(spec, loss_cfg, stress=loss_cfg.uses_stress)
+    eval_step = cached_properties_fn(spec, True, loss_cfg.uses_stress)
     prog = _Progress(progress, n_batches)
     t_start = time.monotonic()
     elements = spec.elements

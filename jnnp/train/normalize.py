@@ -5,7 +5,11 @@
   molecule), stored as ``params["energy"]["shift"]``.
 * Energy unit of the network output, ``params["energy"]["scale"]``: the standard deviation of
   the per-atom residual energies (E_s − Σ_c n_{s,c} e_c)/N_s (``"energy_std"``), or the RMS of
-  the force components (``"force_rms"``, in eV for a 1 Å length scale), or a number.
+  the force components (``"force_rms"``, in eV for a 1 Å length scale), or a number. The
+  default ``"auto"`` takes force_rms when forces are available: with the per-atom energy spread
+  as unit (often ~10 meV for molecules) the initial forces are tiny and training is slow.
+* Optionally (default) the reference energies are refitted to E minus the energies of the
+  initial networks, so that training starts without a systematic energy offset.
 * Symmetry-function scaling statistics (min, max, mean, σ per function, n2p2 definitions) from
   the descriptors of the training structures, computed with the jitted, batched descriptor.
 
@@ -13,6 +17,8 @@ All statistics come from the structures passed in — pass the training split on
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +74,8 @@ def energy_scale(structures, elements, shifts, kind="energy_std") -> float:
     statistic is zero or unavailable."""
     if isinstance(kind, (int, float)):
         return float(kind)
+    if kind == "auto":
+        kind = "force_rms" if any(s.forces is not None for s in structures) else "energy_std"
     if kind == "energy_std":
         r = residual_energies(structures, elements, shifts)
         val = float(np.std(r)) if len(r) > 1 else 0.0
@@ -75,8 +83,24 @@ def energy_scale(structures, elements, shifts, kind="energy_std") -> float:
         f = [s.forces.ravel() for s in structures if s.forces is not None]
         val = float(np.sqrt(np.mean(np.concatenate(f) ** 2))) if f else 0.0
     else:
-        raise ValueError(f"unknown energy scale kind {kind!r}; expected 'energy_std', 'force_rms' or a number")
+        raise ValueError(f"unknown energy scale kind {kind!r}; expected 'auto', 'energy_std', 'force_rms' "
+                         "or a number")
     return val if np.isfinite(val) and val > 0 else 1.0
+
+
+@functools.lru_cache(maxsize=8)
+def _batch_descriptor_fn(desc, dtype_name: str):
+    """Jitted descriptor of a `Batch` (cell = I, Cartesian image offsets), memoised per spec."""
+    dfn = make_descriptor_fn(desc)
+    dtype = jnp.dtype(dtype_name)
+
+    @jax.jit
+    def fn(dparams, batch):
+        pos = jnp.asarray(batch.positions).astype(dtype)
+        g = batch.graph.replace(pair_shift=jnp.asarray(batch.graph.pair_shift).astype(dtype))
+        return dfn(dparams, pos, jnp.eye(3, dtype=dtype), g)
+
+    return fn
 
 
 def descriptor_statistics(spec, params, batcher) -> tuple:
@@ -89,14 +113,8 @@ def descriptor_statistics(spec, params, batcher) -> tuple:
         batcher: `jnnp.train.batch.Batcher` over the training structures.
     """
     desc = spec.descriptor
-    dfn = make_descriptor_fn(desc)
     dtype = jnp.asarray(params["energy"]["scale"]).dtype
-
-    @jax.jit
-    def fn(dparams, batch):
-        pos = jnp.asarray(batch.positions).astype(dtype)
-        g = batch.graph.replace(pair_shift=jnp.asarray(batch.graph.pair_shift).astype(dtype))
-        return dfn(dparams, pos, jnp.eye(3, dtype=dtype), g)
+    fn = _batch_descriptor_fn(desc, jnp.dtype(dtype).name)
 
     T = len(desc.elements)
     count = [0] * T
@@ -127,21 +145,28 @@ def descriptor_statistics(spec, params, batcher) -> tuple:
     return tuple(stats)
 
 
-def normalize_potential(potential, structures, *, batcher=None, scale="energy_std", shifts: bool = True,
-                        scaling: bool = True, batch_size: int = 32):
+def normalize_potential(potential, structures, *, batcher=None, scale="auto", shifts: bool = True,
+                        scaling: bool = True, center_network: bool = True, batch_size: int = 32):
     """The potential with shifts, energy scale and SF scaling fitted to ``structures``.
 
     Args:
         potential: `Potential` (its network weights are kept).
         structures: the training structures (only these are looked at).
         batcher: a `Batcher` over ``structures`` (reuses its graphs); built if None.
-        scale: ``"energy_std"``, ``"force_rms"``, a number [eV], or None to keep the current one.
+        scale: ``"energy_std"``, ``"force_rms"``, ``"auto"`` (force_rms when the structures have
+            forces, else energy_std), a number [eV], or None to keep the current one.
         shifts: fit the per-element reference energies (else keep them, and compute residuals
             with the current ones).
         scaling: fit the symmetry-function scaling statistics.
+        center_network: with ``shifts``, fit the reference energies to E − (network energies of
+            the initial weights) instead of E, so that the initial model has no systematic
+            energy offset (one extra pass over the data).
         batch_size: structures per descriptor batch when ``batcher`` is None.
     """
     from jnnp.train.batch import Batcher
+
+    if scale == "auto":
+        scale = "force_rms" if any(s.forces is not None for s in structures) else "energy_std"
 
     spec = potential.spec
     params = dict(potential.params)
@@ -159,4 +184,26 @@ def normalize_potential(potential, structures, *, batcher=None, scale="energy_st
             batcher = Batcher(spec, structures, batch_size)
         stats = descriptor_statistics(spec, params, batcher)
         params["scaling"] = tuple({k: np.asarray(v, dtype) for k, v in st.items()} for st in stats)
+    if shifts and center_network and has_energy:
+        if batcher is None:
+            batcher = Batcher(spec, structures, batch_size)
+        energy["shift"] = np.asarray(_centered_shifts(spec, params, batcher), dtype)
     return potential.replace(params=params)
+
+
+def _centered_shifts(spec, params, batcher) -> np.ndarray:
+    """Reference energies fitted to E_s − Σ_i scale·NN(G_i) (network energies without shifts)."""
+    from jnnp.train.step import cached_properties_fn
+
+    fn = cached_properties_fn(spec, False, False)
+    p0 = dict(params)
+    p0["energy"] = {"scale": params["energy"]["scale"], "shift": np.zeros_like(params["energy"]["shift"])}
+    e_net = np.zeros(len(batcher.structures))
+    for batch in batcher.batches():
+        e = np.asarray(fn(p0, batch)["energy"], np.float64)
+        ok = batch.structure_mask
+        e_net[batch.index[ok]] = e[ok]
+    labelled = [i for i, s in enumerate(batcher.structures) if s.energy is not None]
+    X = composition_matrix([batcher.structures[i] for i in labelled], spec.elements)
+    y = np.array([batcher.structures[i].energy for i in labelled]) - e_net[labelled]
+    return np.linalg.lstsq(X, y, rcond=None)[0]

@@ -11,6 +11,7 @@ state unchanged and ``metrics["finite"] = False``; the training loop stops on it
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -23,7 +24,8 @@ from jnnp.train.batch import make_batch_properties_fn
 from jnnp.train.loss import LossConfig, combine_terms, loss_terms, make_loss_fn
 
 __all__ = ["TrainState", "trainable_params", "merge_trainable", "init_train_state", "make_train_step",
-           "make_eval_step", "predict", "tree_all_finite", "select_finite"]
+           "make_eval_step", "cached_eval_step", "cached_properties_fn", "predict", "tree_all_finite",
+           "select_finite"]
 
 
 @struct.dataclass
@@ -125,6 +127,19 @@ def make_eval_step(spec, loss_cfg: LossConfig = LossConfig(), *, forces: bool = 
     return jax.jit(eval_step) if jit else eval_step
 
 
+@functools.lru_cache(maxsize=16)
+def cached_eval_step(spec, loss_cfg: LossConfig = LossConfig(), forces: bool = True, stress: bool = False):
+    """`make_eval_step` (jitted) memoised per (spec, loss_cfg, forces, stress), so repeated
+    evaluations and `fit` calls reuse compiled programs."""
+    return make_eval_step(spec, loss_cfg, forces=forces, stress=stress)
+
+
+@functools.lru_cache(maxsize=16)
+def cached_properties_fn(spec, forces: bool = True, stress: bool = False):
+    """Jitted `make_batch_properties_fn` memoised per (spec, forces, stress)."""
+    return jax.jit(make_batch_properties_fn(spec, forces=forces, stress=stress))
+
+
 def predict(potential, structures, *, batch_size: int = 16, stress: bool = False, batcher=None) -> list[dict]:
     """Energies [eV], forces [eV/Å] (and stress [eV/Å³]) of many structures, batched.
 
@@ -135,7 +150,7 @@ def predict(potential, structures, *, batch_size: int = 16, stress: bool = False
 
     if batcher is None:
         batcher = Batcher(potential.spec, structures, batch_size)
-    fn = jax.jit(make_batch_properties_fn(potential.spec, forces=True, stress=stress))
+    fn = cached_properties_fn(potential.spec, True, bool(stress))
     out = [None] * len(batcher)
     for batch in batcher.batches():
         pred = jax.tree.map(np.asarray, fn(potential.params, batch))

@@ -1,14 +1,21 @@
 """Cheap, deterministic test potential and structures shared by the MD / ASE tests.
 
-* `cheap_potential()`: H/O potential with a handful of symmetry functions (radial type 2,
-  narrow angular type 3; r_c = 4 Å, smooth poly2 cutoff), a tiny (8, 8) tanh network with random
-  but fixed weights (``PRNGKey(0)``), scaling statistics taken from the descriptors of
-  `water_box` (non-trivial min/max/mean/σ) and energy shifts ≠ 0. The energy scale is chosen so
-  that the RMS force on `water_box` is `FORCE_RMS` (≈ 1 eV/Å): velocity Verlet at 0.5 fs is then
-  far inside its stability range even for hydrogen.
-* `water_box()`: 24 atoms (8 rigid-geometry water molecules at random orientations) in a cubic
-  6.6 Å periodic cell (cell narrower than 2·r_c, so atoms see their own images).
-* `water_cluster()`: 12 atoms (4 water molecules) in free space.
+* `cheap_potential()`: a Si/Cu potential with a handful of symmetry functions (radial type 2 for
+  every element pair, narrow angular type 3 for two centre/neighbour combinations; r_c = 4 Å,
+  smooth poly2 cutoff = n2p2 cutoff type 6), a tiny (8, 8) tanh network with random but fixed
+  weights (``init_potential(spec, PRNGKey(0))``), fixed non-trivial scaling statistics
+  (min/max/mean/σ ≠ identity), non-zero energy shifts, and an energy scale chosen so that the
+  RMS force on `random_box` is `FORCE_RMS` eV/Å.
+* `random_box()`: 24 atoms (8 Cu, 16 Si) at random positions (all distances ≥ `MIN_DISTANCE`,
+  every image) in a cubic `BOX_L` Å periodic cell — narrower than 2·r_c, so atoms see their own
+  images, ≈ 20 neighbours per atom within r_c.
+* `cluster()`: 12 atoms (4 Cu, 8 Si) in free space.
+
+Why heavy elements and small forces: a random network has no minimum near a random structure,
+so potential energy turns into heat. With FORCE_RMS = 0.05 eV/Å and masses 28/64 amu the
+system warms by only ≈ 100 K per 100 fs, and started at ≈ 100 K atoms move ≲ 0.5 Å in 150 fs,
+so a 1 Å skin lasts a whole test run (no rebuild, hence no re-compilation) while a 0.05 Å skin
+needs a rebuild every few steps. Velocity Verlet at 0.5 fs is far inside its stability range.
 
 Everything is cached, so all test modules share one potential and one size per structure (and
 therefore the compiled programs). Units: Å, eV, amu.
@@ -22,88 +29,65 @@ import jax
 import numpy as np
 
 from jnnp.data.structure import Structure
-from jnnp.descriptors.plan import make_plan
-from jnnp.descriptors.scaling import scaling_statistics
 from jnnp.descriptors.spec import DescriptorSpec, SymFunc
-from jnnp.geometry.graph import build_graph
 from jnnp.model import PotentialSpec, compute, init_potential
 
-H, O = 1, 8
+SI, CU = 14, 29
 RC = 4.0
-FORCE_RMS = 1.0  # eV/Å on water_box
-BOX_L = 6.6  # Å; 8 molecules → ≈ 0.08 atoms/Å³
-N_BOX_MOLECULES = 8
-N_CLUSTER_MOLECULES = 4
-MIN_DISTANCE = 0.9  # Å (the intramolecular O–H bond is 0.9572 Å)
-
-_WATER = np.array([[0.0, 0.0, 0.0], [0.9572, 0.0, 0.0], [-0.23999, 0.92663, 0.0]])  # O, H, H
+FORCE_RMS = 0.05  # eV/Å on random_box
+BOX_L = 6.6  # Å
+N_BOX = (8, 16)  # (Cu, Si)
+N_CLUSTER = (4, 8)
+MIN_DISTANCE = 1.7  # Å
 
 
 def descriptor_spec() -> DescriptorSpec:
     funcs = []
-    for c in (H, O):
-        for e in (H, O):
-            funcs += [SymFunc(2, c, (e,), RC, eta=0.5), SymFunc(2, c, (e,), RC, eta=1.5, rs=1.2)]
-        for pair in ((H, H), (H, O), (O, O)):
-            funcs.append(SymFunc(3, c, pair, RC, eta=0.1, lam=1.0, zeta=1.0))
-        funcs.append(SymFunc(3, c, (H, O), RC, eta=0.05, lam=-1.0, zeta=2.0))
-    return DescriptorSpec.from_functions((H, O), funcs, cutoff_type=6)
+    for c in (SI, CU):
+        for e in (SI, CU):
+            funcs += [SymFunc(2, c, (e,), RC, eta=0.5), SymFunc(2, c, (e,), RC, eta=1.5, rs=2.2)]
+    funcs += [SymFunc(3, CU, (SI, SI), RC, eta=0.1, lam=1.0, zeta=1.0),
+              SymFunc(3, CU, (SI, SI), RC, eta=0.05, lam=-1.0, zeta=2.0),
+              SymFunc(3, SI, (SI, CU), RC, eta=0.1, lam=-1.0, zeta=1.0)]
+    return DescriptorSpec.from_functions((SI, CU), funcs, cutoff_type=6)
 
 
-def _rotation(rng) -> np.ndarray:
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
-def _min_image_distance(a, b, L):
-    d = a[:, None, :] - b[None, :, :]
-    if L is not None:
-        d -= L * np.round(d / L)
-    return np.linalg.norm(d, axis=-1).min()
-
-
-def _place_waters(n, rng, box, periodic, min_sep=1.6):
-    L = box if periodic else None
-    mols = []
-    while len(mols) < n:
-        xyz = _WATER @ _rotation(rng).T + rng.uniform(0.0, box, 3)
-        if all(_min_image_distance(xyz, m, L) >= min_sep for m in mols):
-            mols.append(xyz)
-    return np.concatenate(mols), np.tile([O, H, H], n)
+def _place(n_cu, n_si, rng, box, periodic):
+    pos = []
+    while len(pos) < n_cu + n_si:
+        x = rng.uniform(0.0, box, 3)
+        if pos:
+            d = np.asarray(pos) - x
+            if periodic:
+                d -= box * np.round(d / box)
+            if np.linalg.norm(d, axis=-1).min() < MIN_DISTANCE:
+                continue
+        pos.append(x)
+    return np.asarray(pos), np.array([CU] * n_cu + [SI] * n_si)
 
 
 @functools.lru_cache(maxsize=None)
-def water_box(seed: int = 0) -> Structure:
-    """8 water molecules (24 atoms) in a periodic cubic cell of side `BOX_L`."""
-    rng = np.random.default_rng(seed)
-    pos, numbers = _place_waters(N_BOX_MOLECULES, rng, BOX_L, periodic=True)
+def random_box(seed: int = 0) -> Structure:
+    """24 atoms (8 Cu, 16 Si) in a periodic cubic cell of side `BOX_L` Å."""
+    pos, numbers = _place(*N_BOX, np.random.default_rng(seed), BOX_L, periodic=True)
     return Structure(positions=pos, numbers=numbers, cell=np.eye(3) * BOX_L, pbc=True)
 
 
 @functools.lru_cache(maxsize=None)
-def water_cluster(seed: int = 1) -> Structure:
-    """4 water molecules (12 atoms) in free space (no cell)."""
-    rng = np.random.default_rng(seed)
-    pos, numbers = _place_waters(N_CLUSTER_MOLECULES, rng, 4.0, periodic=False)
+def cluster(seed: int = 1) -> Structure:
+    """12 atoms (4 Cu, 8 Si) in free space (no cell), centred at the origin."""
+    pos, numbers = _place(*N_CLUSTER, np.random.default_rng(seed), 4.5, periodic=False)
     return Structure(positions=pos - pos.mean(0), numbers=numbers)
 
 
-def _statistics(spec: DescriptorSpec, structure: Structure, params):
-    """n2p2 scaling statistics of ``structure``'s descriptors, widened so none is constant."""
-    from jnnp.descriptors.compute import make_descriptor_fn
-
-    g = build_graph(make_plan(spec), structure.positions, structure.numbers, structure.cell, structure.pbc)
-    G = jax.jit(make_descriptor_fn(spec))(params, structure.positions, structure.cell, g)
+def _statistics(spec: DescriptorSpec, rng) -> tuple:
+    """Fixed, non-trivial scaling statistics (ranges of the order of the descriptor values)."""
     stats = []
-    for c, Gc in enumerate(G):
-        Gc = np.asarray(Gc)[np.asarray(g.element_mask[c])]
-        st = scaling_statistics(Gc)
-        pad = 0.1 * (st["max"] - st["min"]) + 0.05
-        stats.append({"min": st["min"] - pad, "max": st["max"] + pad, "mean": st["mean"],
-                      "sigma": st["sigma"] + pad})
+    for n in spec.n_features:
+        lo = rng.uniform(0.0, 0.5, n)
+        hi = lo + rng.uniform(2.0, 6.0, n)
+        stats.append({"min": lo, "max": hi, "mean": lo + rng.uniform(0.3, 0.7, n) * (hi - lo),
+                      "sigma": rng.uniform(0.2, 0.5, n) * (hi - lo)})
     return tuple(stats)
 
 
@@ -113,12 +97,11 @@ def cheap_potential():
     spec = PotentialSpec(descriptor=descriptor_spec(), hidden=(8, 8), activations=("t", "t", "l"),
                          scaling="scale_center")
     pot = init_potential(spec, jax.random.PRNGKey(0))
-    box = water_box()
     params = dict(pot.params)
-    params["scaling"] = _statistics(spec.descriptor, box, params["descriptor"])
-    params["energy"] = {"scale": np.asarray(1.0), "shift": np.asarray([-13.6, -432.0])}
-    pot = pot.replace(params=params)
-    f = compute(pot, box)["forces"]
+    params["scaling"] = _statistics(spec.descriptor, np.random.default_rng(0))
+    shift = np.asarray([-1.7, -3.1])
+    params["energy"] = {"scale": np.asarray(1.0), "shift": shift}
+    f = compute(pot.replace(params=params), random_box())["forces"]
     scale = FORCE_RMS / float(np.sqrt(np.mean(np.sum(f**2, axis=-1))))
-    params["energy"] = {"scale": np.asarray(scale), "shift": params["energy"]["shift"]}
+    params["energy"] = {"scale": np.asarray(scale), "shift": shift}
     return pot.replace(params=params)

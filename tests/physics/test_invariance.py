@@ -64,7 +64,7 @@ def test_float32_matches_float64(setup, name):
     pot32 = pot.astype(jnp.float32)
     s = structures[name]
     t, perm, rot = T.transformed(s, "all", 5)
-    ref = T.evaluate(pot, s, stress=False)
+    ref = T.evaluate(pot, s)
     for struct, back in ((s, lambda f: f), (t, lambda f: (f @ rot)[np.argsort(perm)])):
         out = T.evaluate(pot32, struct, dtype=jnp.float32, stress=False)
         assert abs(out["energy"] - ref["energy"]) / s.n_atoms <= 1e-5

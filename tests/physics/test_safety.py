@@ -11,6 +11,7 @@
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -49,10 +50,9 @@ def test_padding_entries_evaluate_r_zero(setup):
     assert int(g.pair_i[n_pairs]) == int(g.pair_j[n_pairs]) and not np.asarray(g.pair_shift[n_pairs]).any()
 
 
-@pytest.mark.parametrize("name", ["cluster", "triclinic"])
-def test_padded_graph_gives_same_energy(setup, name):
+def test_padded_graph_gives_same_energy(setup):
     pot, structures = setup
-    s = structures[name]
+    s = structures["triclinic"]
     e_pad = T.evaluate(pot, s)["energy"]
     g = T.graph_of(pot, s)
     efn = T._jitted(T.energy_fn_for(pot.spec))
@@ -62,45 +62,80 @@ def test_padded_graph_gives_same_energy(setup, name):
 
 # --- finite gradients -----------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def trainable_potential(setup):
+def _trainable(pot):
     """The test potential with every descriptor field (η, r_s, r_c, ζ, r_l, α) trainable."""
-    pot, _ = setup
     desc = pot.spec.descriptor.with_trainable(TRAINABLE_FIELDS)
     params = dict(pot.params)
     params["descriptor"] = init_descriptor_params(desc)
     return Potential(dataclasses.replace(pot.spec, descriptor=desc), params)
 
 
-@pytest.fixture(scope="module")
-def full_grad(trainable_potential):
-    efn = make_energy_fn(trainable_potential.spec)
-    return T.cheap_jit(jax.value_and_grad(lambda params, pos, cell, g: efn(params, pos, cell, g),
-                                          argnums=(0, 1, 2)))
+@functools.lru_cache(maxsize=None)
+def _value_and_grad(spec, order):
+    """Jitted (params, positions, cell, graph) -> (value, grads w.r.t. params, positions, cell)
+    of the energy (order 1) or of the force loss E + Σ F² (order 2, the training objective)."""
+    efn = make_energy_fn(spec)
+    if order == 1:
+        f = efn
+    else:
+        def f(params, pos, cell, g):
+            forces = -jax.grad(efn, argnums=1)(params, pos, cell, g)
+            return efn(params, pos, cell, g) + jnp.sum(forces ** 2)
+    return T.cheap_jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
 
 
 def _all_finite(tree):
     return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree))
 
 
-@pytest.mark.parametrize("case", ["triclinic", "coincident_periodic", "coincident_cluster"])
-def test_gradients_finite(setup, trainable_potential, full_grad, case):
-    pot, structures = setup
-    s = {"triclinic": structures["triclinic"],
-         "coincident_periodic": _coincident(structures["triclinic"]),
-         "coincident_cluster": _coincident(structures["cluster"], 3, 7)}[case]
-    tp = trainable_potential
-    pos, cell, g = T.padded_inputs(tp, s)
-    e, (gp, gx, gc) = full_grad(tp.params, pos, cell, g)
+def _cases(structures):
+    return {"triclinic": structures["triclinic"],
+            "coincident_periodic": _coincident(structures["triclinic"]),
+            "coincident_cluster": _coincident(structures["cluster"], 3, 7)}
+
+
+def _check_finite_gradients(pot, s, order=1):
+    pos, cell, g = T.padded_inputs(pot, s)
+    e, (gp, gx, gc) = _value_and_grad(pot.spec, order)(pot.params, pos, cell, g)
     assert np.isfinite(float(e))
     assert _all_finite(gp), "parameter gradient not finite"
     assert _all_finite(gx) and _all_finite(gc), "position/cell gradient not finite"
     assert np.abs(np.asarray(gx)).max() > 0
-    for c, d in enumerate(gp["descriptor"]["elements"]):    # descriptor params are reached
+    for name in ("networks", "scaling", "energy"):
+        assert any(np.abs(np.asarray(x)).max() > 0 for x in jax.tree.leaves(gp[name])), name
+    return float(e), gp
+
+
+@pytest.mark.parametrize("case", ["triclinic", "coincident_periodic", "coincident_cluster"])
+def test_gradients_finite(setup, case):
+    """Energy gradient w.r.t. all parameters, positions and cell: finite with r = 0 padding
+    slots and with two atoms at the same point."""
+    pot, structures = setup
+    _check_finite_gradients(pot, _cases(structures)[case])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["triclinic", "coincident_periodic", "coincident_cluster"])
+def test_gradients_finite_trainable_descriptor(setup, case):
+    """Same with every descriptor field trainable (the plain-autodiff descriptor path), whose
+    parameter gradients must be finite and reached."""
+    pot, structures = setup
+    tp = _trainable(pot)
+    s = _cases(structures)[case]
+    e, gp = _check_finite_gradients(tp, s)
+    for d in gp["descriptor"]["elements"]:
         assert any(np.abs(np.asarray(v)).max() > 0 for v in d.values())
-    # the trainable (plain autodiff) path agrees with the fast static one
-    if case == "triclinic":
-        assert abs(float(e) - T.evaluate(pot, s)["energy"]) <= 1e-11 * abs(float(e))
+    assert np.isfinite(np.asarray(gp["descriptor"]["alpha"]))
+    if case == "triclinic":          # the trainable path agrees with the fast static one
+        assert abs(e - T.evaluate(pot, s)["energy"]) <= 1e-11 * abs(e)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["triclinic", "coincident_periodic"])
+def test_force_loss_gradients_finite(setup, case):
+    """Second order (what force training differentiates): ∇_params (E + Σ F²) is finite."""
+    pot, structures = setup
+    _check_finite_gradients(pot, _cases(structures)[case], order=2)
 
 
 @pytest.mark.parametrize("name", ["cluster", "triclinic"])
@@ -114,21 +149,24 @@ def test_coincident_atoms_fast_path_finite(setup, name):
 
 # --- pairs at and beyond the cutoff -------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["cluster", "triclinic"])
+@pytest.mark.parametrize("name", ["cluster", "tiny_cell"])
 def test_pairs_beyond_cutoff_contribute_exactly_zero(setup, name):
+    """A graph built with a 0.5 Å skin (extra pairs and triplets beyond every cutoff) gives
+    bitwise-identical descriptors."""
     pot, structures = setup
     desc = pot.spec.descriptor
-    s = structures[name]
+    s = structures["cluster"] if name == "cluster" else T.small_periodic_cell(
+        True, seed=0, n_atoms=2, cell_scale=0.7, near_cutoff=False)
     fn = T._jitted(T.descriptor_fn_for(desc))
     outs = []
-    sizes = T.sizes_for(desc, [s], skin=0.5)      # small_sizes for the cluster
     for skin in (0.0, 0.5):
-        pos, cell, g = T.padded_inputs(desc, s, sizes, skin=skin)
+        pos, cell, g = T.padded_inputs(desc, s, skin=skin)
         outs.append((fn(pos, cell, pot.params["descriptor"], g), g))
     (G0, g0), (G1, g1) = outs
-    n0 = sum(int(np.asarray(m).sum()) for _, _, m in g0.pair_blocks)
-    n1 = sum(int(np.asarray(m).sum()) for _, _, m in g1.pair_blocks)
-    assert n1 > n0                                   # the skin really added pairs
+    for k in (0, 1):                                 # the skin really added pairs and triplets
+        n0 = sum(int(np.asarray(b[-1]).sum()) for b in (g0.pair_blocks, g0.triplet_blocks)[k])
+        n1 = sum(int(np.asarray(b[-1]).sum()) for b in (g1.pair_blocks, g1.triplet_blocks)[k])
+        assert n1 > n0
     for a, b in zip(G0, G1):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

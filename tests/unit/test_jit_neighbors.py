@@ -64,7 +64,8 @@ def _assert_matches(ns, p, graph):
 
 @pytest.fixture(scope="module")
 def trajectory(setup):
-    """Small moves (no rebuild), large moves (rebuild), then wrapped positions, in one lax.scan."""
+    """Small moves (no rebuild), large moves (rebuild), wrapped positions, then a denser structure
+    (overflow) and back, in one lax.scan."""
     rng = np.random.default_rng(0)
     unit = rng.normal(size=setup.pos.shape)
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
@@ -72,14 +73,15 @@ def trajectory(setup):
     large = setup.pos + rng.uniform(0.0, 0.7, (len(unit), 1)) * unit
     frac = large @ np.linalg.inv(setup.cell)
     wrapped = (frac - np.floor(frac)) @ setup.cell
-    frames = np.stack([small, large, wrapped])
+    squeezed = (0.5 + 0.7 * (frac - np.floor(frac) - 0.5)) @ setup.cell  # 2.9× denser: overflow
+    frames = np.stack([small, large, wrapped, squeezed, large])
 
     def step(state, p):
         state = setup.fns.update(p, state)
         return state, (state.graph, state.reference, state.overflow)
 
     _, out = jax.jit(lambda s, f: jax.lax.scan(step, s, f))(setup.state, jnp.asarray(frames))
-    graphs = [jax.tree.map(lambda a, k=k: a[k], out[0]) for k in range(3)]
+    graphs = [jax.tree.map(lambda a, k=k: a[k], out[0]) for k in range(len(frames))]
     return frames, graphs, np.asarray(out[1]), np.asarray(out[2])
 
 
@@ -105,6 +107,11 @@ def test_large_moves_and_wrapping_rebuild(setup, trajectory):
         np.testing.assert_array_equal(refs[k], frames[k])  # rebuilt at these positions
         assert not overflow[k]
         _assert_matches(setup, frames[k], graphs[k])
+
+
+def test_update_reports_overflow(trajectory):
+    overflow = trajectory[3]
+    assert overflow[3] and overflow[4]  # sticky until reallocation
 
 
 def test_overflow_and_reallocate(setup):

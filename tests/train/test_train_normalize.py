@@ -1,0 +1,96 @@
+"""Reference energies, energy unit and symmetry-function statistics from the training split."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jnnp.data.structure import Structure
+from jnnp.descriptors.compute import make_descriptor_fn
+from jnnp.descriptors.scaling import scaling_statistics
+from jnnp.testing import graph_of
+from jnnp.train.batch import Batcher
+from jnnp.train.normalize import (composition_matrix, descriptor_statistics, energy_scale,
+                                  fit_reference_energies, normalize_potential, residual_energies)
+
+
+def _synthetic(e_ref, n=12, seed=0, noise=0.0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        counts = rng.integers(0, 5, size=3)
+        counts[rng.integers(0, 3)] += 1
+        numbers = np.repeat([1, 6, 8], counts)
+        pos = rng.uniform(0, 10, size=(len(numbers), 3))
+        e = float(counts @ e_ref) + noise * rng.normal()
+        out.append(Structure(positions=pos, numbers=numbers, energy=e))
+    return out
+
+
+def test_reference_energies_exact():
+    e_ref = np.array([-13.6, -1027.4, -2041.9])
+    structs = _synthetic(e_ref)
+    np.testing.assert_allclose(fit_reference_energies(structs, (1, 6, 8)), e_ref, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(residual_energies(structs, (1, 6, 8), e_ref), 0.0, atol=1e-9)
+    # unlabelled structures are ignored
+    structs.append(Structure(positions=np.zeros((1, 3)), numbers=[1]))
+    np.testing.assert_allclose(fit_reference_energies(structs, (1, 6, 8)), e_ref, rtol=0, atol=1e-9)
+
+
+def test_reference_energies_single_composition(ethanol):
+    """One composition: minimum-norm solution reproducing the mean energy."""
+    structs = list(ethanol[:10])
+    e = fit_reference_energies(structs, (1, 6, 8))
+    X = composition_matrix(structs, (1, 6, 8))
+    assert np.allclose(X[0] @ e, np.mean([s.energy for s in structs]))
+
+
+def test_reference_energies_errors():
+    with pytest.raises(ValueError, match="no structure with an energy"):
+        fit_reference_energies([Structure(positions=np.zeros((1, 3)), numbers=[1])], (1,))
+    with pytest.raises(ValueError, match="not among"):
+        composition_matrix([Structure(positions=np.zeros((1, 3)), numbers=[2])], (1,))
+
+
+def test_energy_scale_kinds():
+    e_ref = np.array([-1.0, -2.0, -3.0])
+    structs = _synthetic(e_ref, n=30, noise=0.5)
+    r = residual_energies(structs, (1, 6, 8), e_ref)
+    assert energy_scale(structs, (1, 6, 8), e_ref, "energy_std") == pytest.approx(np.std(r))
+    assert energy_scale(structs, (1, 6, 8), e_ref, 0.3) == 0.3
+    assert energy_scale(structs, (1, 6, 8), e_ref, "force_rms") == 1.0      # no forces: fallback
+    assert energy_scale(structs, (1, 6, 8), e_ref, "auto") == pytest.approx(np.std(r))
+    with pytest.raises(ValueError):
+        energy_scale(structs, (1, 6, 8), e_ref, "bogus")
+
+
+def test_descriptor_statistics_match_per_structure(ethanol, potential):
+    structs = list(ethanol[:7])
+    stats = descriptor_statistics(potential.spec, potential.params, Batcher(potential.spec, structs, 3))
+    desc = potential.spec.descriptor
+    fn = jax.jit(make_descriptor_fn(desc))
+    rows = [[] for _ in desc.elements]
+    for s in structs:
+        G = fn(potential.params["descriptor"], jnp.asarray(s.positions), jnp.asarray(s.cell), graph_of(desc, s))
+        for c, g in enumerate(G):
+            rows[c].append(np.asarray(g))
+    for c, st in enumerate(stats):
+        ref = scaling_statistics(np.concatenate(rows[c]))
+        for k in ("min", "max", "mean", "sigma"):
+            np.testing.assert_allclose(st[k], ref[k], rtol=1e-10, atol=1e-12)
+
+
+def test_normalize_potential(ethanol, potential):
+    structs = list(ethanol[:8])
+    b = Batcher(potential.spec, structs, 4)
+    pot = normalize_potential(potential, structs, batcher=b, scale="force_rms", center_network=False)
+    f = np.concatenate([s.forces.ravel() for s in structs])
+    assert float(pot.params["energy"]["scale"]) == pytest.approx(np.sqrt(np.mean(f**2)))
+    np.testing.assert_allclose(pot.params["energy"]["shift"], fit_reference_energies(structs, (1, 6, 8)))
+    assert float(np.min(pot.params["scaling"][0]["max"] - pot.params["scaling"][0]["min"])) >= 0
+    # centring: the mean energy error of the initial model vanishes
+    from jnnp.train.step import predict
+
+    pot_c = normalize_potential(potential, structs, batcher=b, scale="force_rms")
+    err = [o["energy"] - s.energy for o, s in zip(predict(pot_c, structs, batch_size=4), structs)]
+    assert abs(np.mean(err)) < 1e-8

@@ -16,7 +16,12 @@ energy model:
 * `check_invariance`: energy/forces under translation, rotation, permutation and lattice wraps.
 
 Units: Å, eV (stress eV/Å³). All finite-difference batches are evaluated with one ``jax.vmap``,
-so each check compiles once.
+so each check compiles once. The float64 tolerances of the checks need
+``jax.config.update("jax_enable_x64", True)``.
+
+Small structures are padded to common capacities (`small_sizes`, `pad_to`) whose masked slots
+point at a dummy pair with r = 0, so one compiled program serves every test structure and every
+evaluation also exercises the r = 0 safety of all symmetry functions.
 """
 
 from __future__ import annotations
@@ -30,22 +35,28 @@ import numpy as np
 
 from jnnp.data.structure import Structure
 from jnnp.descriptors.compute import make_descriptor_fn
+from jnnp.descriptors.params import init_descriptor_params
 from jnnp.descriptors.plan import make_plan
 from jnnp.descriptors.scaling import scaling_statistics
 from jnnp.descriptors.spec import DescriptorSpec, SymFunc
-from jnnp.geometry.graph import Graph, build_graph
+from jnnp.geometry.graph import Graph, build_graph, pad_graph
 from jnnp.geometry.pairs import all_image_pairs
-from jnnp.model.potential import Potential, PotentialSpec, init_potential
+from jnnp.model.potential import Potential, PotentialSpec, init_potential, make_energy_fn
+from jnnp.model.properties import make_properties_fn
 
-__all__ = ["SF_TYPES", "cheap_jit", "all_types_spec", "random_potential", "default_test_potential",
-           "water_cluster", "small_periodic_cell", "supercell", "random_rotation", "transformed",
-           "graph_of", "cutoff_margin", "small_sizes", "sizes_for", "pad_to", "padded_inputs", "evaluate",
-           "properties_fn_for", "energy_fn_for", "descriptor_fn_for", "descriptor_jacobian_fn",
-           "descriptor_vjp_fn", "group_weights", "fd_descriptor_jacobian", "fd_energies", "check_forces_fd",
-           "check_stress_fd", "check_invariance"]
+__all__ = ["SF_TYPES", "TEST_CHUNK", "cheap_jit", "cached_jit", "all_types_spec", "random_potential",
+           "default_test_potential", "restrict_to_functions", "water_cluster", "small_periodic_cell",
+           "supercell", "random_rotation", "transformed", "graph_of", "cutoff_margin", "small_sizes",
+           "sizes_for", "pad_to", "padded_inputs", "evaluate", "properties_fn_for", "energy_fn_for",
+           "descriptor_fn_for", "descriptor_jacobian_fn", "fd_descriptor_jacobian", "fd_energies",
+           "check_forces_fd", "check_stress_fd", "check_invariance"]
 
 #: Every n2p2 short-range symmetry-function type that jnnp implements.
 SF_TYPES = (2, 3, 9, 12, 13, 20, 21, 22, 23, 24, 25)
+
+#: Triplet chunk length of the padded test graphs (> 1 selects the hand-written angular VJP for
+#: blocks of exponential angular functions, as `build_graph` does for dense systems).
+TEST_CHUNK = 4
 
 #: ``jax.jit`` with cheap XLA compilation (tests evaluate small graphs; compile time dominates).
 cheap_jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0,
@@ -89,7 +100,7 @@ def _element_functions(c: int, elements, rc: float) -> list[SymFunc]:
 
 
 def all_types_spec(elements=(1, 8), rc: float = 4.0, cutoff_type: int = 6, alpha: float = 0.0,
-                   trainable=()) -> DescriptorSpec:
+                   trainable=(), exp_angular_only=()) -> DescriptorSpec:
     """A small descriptor set with at least one function of every n2p2 type per element.
 
     Per central element (17 functions): types 2, 3 (λ = ±1, ζ = 1, 2, 4, r_s ≠ 0), 9 (integer
@@ -103,26 +114,29 @@ def all_types_spec(elements=(1, 8), rc: float = 4.0, cutoff_type: int = 6, alpha
         rc: largest cutoff radius [Å].
         cutoff_type, alpha: n2p2 cutoff function number and inner-cutoff fraction.
         trainable: descriptor fields to expose as differentiable parameters.
+        exp_angular_only: central elements that keep only the exponential angular types (3, 9,
+            13), dropping 21, 22, 24, 25. Their triplet blocks then qualify for the hand-written
+            angular VJP of `jnnp.descriptors.angular` (used for chunked graphs); a weighted
+            compact angular function (24, 25) would otherwise put every block of the centre on
+            the generic path.
     """
     elements = tuple(sorted(int(z) for z in elements))
-    funcs = [sf for c in elements for sf in _element_functions(c, elements, float(rc))]
+    funcs = [sf for c in elements for sf in _element_functions(c, elements, float(rc))
+             if not (c in exp_angular_only and sf.type in (21, 22, 24, 25))]
     return DescriptorSpec.from_functions(elements, funcs, cutoff_type=cutoff_type, cutoff_alpha=alpha,
                                          trainable=trainable)
 
 
 def graph_of(spec, structure: Structure, **kw) -> Graph:
-    """`build_graph` of ``structure`` for a `DescriptorSpec`, `PotentialSpec` or `Potential`."""
-    if isinstance(spec, Potential):
-        spec = spec.spec
-    if isinstance(spec, PotentialSpec):
-        spec = spec.descriptor
-    return build_graph(make_plan(spec), structure.positions, structure.numbers, structure.cell,
-                       structure.pbc, **kw)
+    """`build_graph` of ``structure`` for a `DescriptorSpec`, `PotentialSpec` or `Potential`
+    (``kw``: ``chunk``, ``skin``)."""
+    return build_graph(make_plan(_descriptor_spec(spec)), structure.positions, structure.numbers,
+                       structure.cell, structure.pbc, **kw)
 
 
 def random_potential(spec_or_desc, key, hidden=(8, 8), activations=("t", "t", "l"),
                      scaling: str = "scale_center", dtype=jnp.float64, structures=(),
-                     energy_scale: float = 0.8) -> Potential:
+                     energy_scale: float = 0.8, min_range: float = 0.01) -> Potential:
     """A potential with random weights, non-trivial scaling statistics and energy shifts.
 
     Args:
@@ -132,6 +146,9 @@ def random_potential(spec_or_desc, key, hidden=(8, 8), activations=("t", "t", "l
         structures: optional structures whose descriptors define the scaling statistics (min,
             max, mean, σ as n2p2 computes them, ranges widened by 10 % so that no function is
             constant); without them the statistics are random with max > min.
+        min_range: lower bound on max − min (and σ). Functions with a tiny range (e.g. only
+            near-cutoff contributions) get huge scaling factors that amplify rounding errors,
+            which would dominate float32 comparisons.
         energy_scale: network output unit [eV].
 
     Returns:
@@ -144,12 +161,24 @@ def random_potential(spec_or_desc, key, hidden=(8, 8), activations=("t", "t", "l
     else:
         spec = PotentialSpec(descriptor=spec_or_desc, hidden=tuple(hidden), activations=tuple(activations),
                              scaling=scaling)
-    k_net, k_stat, k_shift = jax.random.split(key, 3)
-    pot = init_potential(spec, k_net, dtype)
     desc = spec.descriptor
-    rng = np.random.default_rng(int(jax.random.randint(k_stat, (), 0, 2**31 - 1)))
+    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key) if typed else key).ravel().tolist())
+    # Parameter layout from init_potential, traced abstractly (no compilation); network weights
+    # drawn here with variance 1/fan_in (kernels) and U(-0.1, 0.1) biases.
+    shapes = jax.eval_shape(lambda k: init_potential(spec, k, dtype).params, key)
+
+    def draw(x):
+        if len(x.shape) == 2:
+            return np.asarray(rng.normal(size=x.shape) / np.sqrt(x.shape[0]), dtype)
+        return np.asarray(rng.uniform(-0.1, 0.1, x.shape), dtype)
+
+    params = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+    params["networks"] = jax.tree.map(draw, shapes["networks"])
+    params["descriptor"] = init_descriptor_params(desc, dtype)
+    pot = Potential(spec, params)
     if structures:
-        fn = _jitted(descriptor_fn_for(desc))
+        fn = cached_jit(descriptor_fn_for(desc))
         sizes = sizes_for(desc, structures)
         rows = [[] for _ in desc.elements]
         for s in structures:
@@ -162,12 +191,12 @@ def random_potential(spec_or_desc, key, hidden=(8, 8), activations=("t", "t", "l
             G = np.concatenate(rows[c])
             st = scaling_statistics(G) if len(G) else _random_stats(rng, n)
             width = st["max"] - st["min"]
-            pad = 0.1 * width + 0.05 * (np.abs(st["max"]) + 1e-3)
+            pad = (0.1 * width + 0.05 * np.abs(st["max"])
+                   + 0.5 * np.maximum(min_range - 1.2 * width, 0.0))
             stats.append({"min": st["min"] - pad, "max": st["max"] + pad, "mean": st["mean"],
-                          "sigma": np.where(st["sigma"] > 0, st["sigma"], width + pad)})
+                          "sigma": np.maximum(st["sigma"], min_range)})
     else:
         stats = [_random_stats(rng, n) for n in desc.n_features]
-    params = dict(pot.params)
     params["scaling"] = tuple({k: np.asarray(v, dtype) for k, v in st.items()} for st in stats)
     shift = rng.uniform(-2.0, 2.0, len(desc.elements))
     params["energy"] = {"scale": np.asarray(energy_scale, dtype), "shift": np.asarray(shift, dtype)}
@@ -228,8 +257,7 @@ def _min_distance(positions, cell, pbc):
 def _radii_of(spec) -> list[float]:
     if spec is None:
         return []
-    if isinstance(spec, PotentialSpec):
-        spec = spec.descriptor
+    spec = _descriptor_spec(spec)
     return sorted({sf.rc for fs in spec.functions for sf in fs})
 
 
@@ -277,7 +305,7 @@ def small_periodic_cell(triclinic: bool = False, seed: int = 0, n_atoms: int = 8
 
     Args:
         triclinic: skewed cell (all angles ≠ 90°) instead of an orthorhombic one.
-        n_atoms: number of atoms (about one third O).
+        n_atoms: number of atoms (atoms 0, 3, 6, … are O, the others H).
         near_cutoff: place atom 1 at r = rc − 0.01 Å from atom 0.
         spec, margin: every other distance (all images) stays ``margin`` Å from every cutoff
             radius of ``spec`` (default: `all_types_spec` with this ``rc``).
@@ -349,7 +377,9 @@ def _descriptor_spec(spec) -> DescriptorSpec:
 
 
 def sizes_for(spec, structures, **graph_kw) -> dict:
-    """`small_sizes` when every structure fits, else capacities that fit all of them."""
+    """`small_sizes` when every structure fits, else capacities that fit all of them
+    (``graph_kw`` as in `padded_inputs`, chunk default `TEST_CHUNK`)."""
+    graph_kw.setdefault("chunk", TEST_CHUNK)
     sizes = small_sizes(spec)
     graphs = [graph_of(_descriptor_spec(spec), s, **graph_kw) for s in structures]
     need = {"atoms": max(g.n_atoms for g in graphs), "pairs": max(g.pair_i.shape[0] for g in graphs) + 1,
@@ -369,8 +399,6 @@ def pad_to(spec, graph: Graph, sizes: dict) -> Graph:
     first padding pair (i = j = 0, zero shift), so the padded slots evaluate every symmetry
     function at r_ij = 0 (and r_jk = 0): the energy must not change and gradients stay finite.
     """
-    from jnnp.geometry.graph import pad_graph
-
     plan = make_plan(_descriptor_spec(spec))
     n_pairs = int(np.asarray(graph.pair_i).shape[0])
     if sizes["pairs"] <= n_pairs:
@@ -382,10 +410,14 @@ def pad_to(spec, graph: Graph, sizes: dict) -> Graph:
     return dataclasses.replace(g, pair_blocks=pair_blocks, triplet_blocks=trip)
 
 
-def padded_inputs(spec, structure: Structure, sizes: dict | None = None, dtype=jnp.float64, **graph_kw):
-    """``(positions, cell, graph)`` of ``structure`` padded to ``sizes`` (default `small_sizes`)
-    as jax arrays of ``dtype``; padding atoms sit at the origin."""
-    sizes = small_sizes(spec) if sizes is None else sizes
+def padded_inputs(spec, structure: Structure, sizes: dict | None = None, dtype=jnp.float64,
+                  **graph_kw):
+    """``(positions, cell, graph)`` of ``structure`` padded to ``sizes`` (default: `small_sizes`
+    if the structure fits, see `sizes_for`) as jax arrays of ``dtype``; padding atoms sit at the
+    origin. ``graph_kw`` go to `build_graph` (``skin``; ``chunk`` defaults to `TEST_CHUNK`, so
+    that the chunked fast angular path is exercised)."""
+    graph_kw.setdefault("chunk", TEST_CHUNK)
+    sizes = sizes_for(spec, [structure], **graph_kw) if sizes is None else sizes
     g = pad_to(spec, graph_of(_descriptor_spec(spec), structure, **graph_kw), sizes)
     pos = np.zeros((sizes["atoms"], 3))
     pos[: structure.n_atoms] = structure.positions
@@ -395,17 +427,12 @@ def padded_inputs(spec, structure: Structure, sizes: dict | None = None, dtype=j
 @functools.lru_cache(maxsize=None)
 def properties_fn_for(spec: PotentialSpec, stress: bool = True):
     """Cached ``cheap_jit(make_properties_fn(make_energy_fn(spec)))`` (energy, forces, stress)."""
-    from jnnp.model.potential import make_energy_fn
-    from jnnp.model.properties import make_properties_fn
-
     return cheap_jit(make_properties_fn(make_energy_fn(spec), stress=stress))
 
 
 @functools.lru_cache(maxsize=None)
 def energy_fn_for(spec: PotentialSpec):
     """Cached ``energy(positions, cell, params, graph)`` (plain, positions first, for the checks)."""
-    from jnnp.model.potential import make_energy_fn
-
     efn = make_energy_fn(spec)
 
     def energy(positions, cell, params, graph):
@@ -438,35 +465,6 @@ def descriptor_jacobian_fn(spec: DescriptorSpec, fast_angular: bool = True):
 
 
 @functools.lru_cache(maxsize=None)
-def descriptor_vjp_fn(spec: DescriptorSpec, fast_angular: bool = True):
-    """Cached jitted ``(positions, cell, params, graph, weights) -> (G, dS/dR)``.
-
-    ``weights`` holds per element a (K, N_c, n_c) array; dS/dR is (K, N, 3), the gradient of
-    S_k = Σ_c Σ weights[c][k] ⊙ G_c, i.e. K rows of the Jacobian contracted with the weights
-    (one reverse pass each, much cheaper than the full ``jacrev``). With random weights on a
-    group of columns this checks every Jacobian entry of the group at once.
-    """
-    d = descriptor_fn_for(spec, fast_angular)
-
-    def f(pos, cell, params, graph, weights):
-        G, vjp = jax.vjp(lambda p: d(p, cell, params, graph), pos)
-        return G, jax.vmap(lambda w: vjp(tuple(w))[0])(tuple(weights))
-
-    return cheap_jit(f)
-
-
-def group_weights(spec, groups, n_rows: int, rng) -> list[np.ndarray]:
-    """Weights for `descriptor_vjp_fn`: per element a (K, n_rows, n_c) array, zero except the
-    random values in U(0.5, 1.5) on group k = ``(element index c, columns, rows)``."""
-    rng = np.random.default_rng(rng)
-    spec = _descriptor_spec(spec)
-    W = [np.zeros((len(groups), n_rows, n)) for n in spec.n_features]
-    for k, (c, cols, rows) in enumerate(groups):
-        W[c][k][np.ix_(np.asarray(rows, int), np.asarray(cols, int))] = rng.uniform(0.5, 1.5, (len(rows), len(cols)))
-    return W
-
-
-@functools.lru_cache(maxsize=None)
 def _batched_descriptor(spec: DescriptorSpec, fast_angular: bool):
     d = descriptor_fn_for(spec, fast_angular)
     return cheap_jit(lambda P, cell, params, graph: jax.vmap(lambda p: d(p, cell, params, graph))(P))
@@ -489,7 +487,8 @@ def fd_descriptor_jacobian(spec: DescriptorSpec, positions, cell, params, graph,
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted(fn):
+def cached_jit(fn):
+    """`cheap_jit` of ``fn``, memoised per function object (so callers share compilations)."""
     return cheap_jit(fn)
 
 
@@ -506,11 +505,37 @@ def evaluate(potential: Potential, structure: Structure, sizes: dict | None = No
             for k, v in out.items()}
 
 
+def restrict_to_functions(potential: Potential, select) -> Potential:
+    """The potential with every symmetry function for which ``select(sf)`` is False switched off.
+
+    Switched-off functions get a zero scaling range (max = min, or σ = 0), which n2p2's scaling
+    maps to a zero factor: their network input is constant, so energy and forces depend only on
+    the selected functions. Only the parameters change (same spec, no recompilation), which
+    makes per-function-type derivative checks through the full model cheap.
+    """
+    if potential.spec.scaling not in ("scale", "scale_center", "sigma"):
+        raise ValueError(f"cannot switch functions off with scaling {potential.spec.scaling!r}")
+    stats = []
+    for fs, st in zip(potential.spec.descriptor.functions, potential.params["scaling"]):
+        off = np.array([not select(sf) for sf in fs], dtype=bool)
+        st = {k: np.array(v) for k, v in st.items()}
+        st["max"] = np.where(off, st["min"], st["max"])
+        st["sigma"] = np.where(off, 0.0, st["sigma"])
+        stats.append(st)
+    params = dict(potential.params)
+    params["scaling"] = tuple(stats)
+    return potential.replace(params=params)
+
+
 @functools.lru_cache(maxsize=4)
 def default_test_potential(seed: int = 0, rc: float = 4.0) -> tuple[Potential, dict]:
-    """``(potential, structures)``: a random all-types potential (scaling statistics from the
-    structures) and the standard small structures ``{"cluster", "ortho", "triclinic"}`` (cached)."""
-    spec = all_types_spec(rc=rc)
+    """``(potential, structures)``: a random potential (scaling statistics from the structures)
+    and the standard small structures ``{"cluster", "ortho", "triclinic"}`` (cached).
+
+    Descriptor: `all_types_spec` with every type for H and only exponential angular types for O
+    (``exp_angular_only=(8,)``), so that one model exercises both the generic descriptor path and
+    the hand-written angular VJP (on chunked graphs, see `TEST_CHUNK`)."""
+    spec = all_types_spec(rc=rc, exp_angular_only=(8,))
     structures = {"cluster": water_cluster(4, seed, rc=rc),
                   "ortho": small_periodic_cell(False, seed, rc=rc),
                   "triclinic": small_periodic_cell(True, seed, rc=rc)}
@@ -573,7 +598,8 @@ def fd_energies(energy_fn, positions, cell=None, *args, h: float = 1e-5, strain_
     c64 = np.asarray(c, np.float64)
     P = np.concatenate([p64 + disp, p64 - disp, p64 @ deform.transpose(0, 2, 1)])
     C = np.concatenate([np.broadcast_to(c64, (6 * m, 3, 3)), c64 @ deform.transpose(0, 2, 1)])
-    e = np.asarray(_batched_energy(energy_fn)(jnp.asarray(P, dtype), jnp.asarray(C, dtype), args), np.float64)
+    batch = _batched_energy(energy_fn)
+    e = np.asarray(batch(jnp.asarray(P, dtype), jnp.asarray(C, dtype), args), np.float64)
     return {"plus": e[: 3 * m].reshape(m, 3), "minus": e[3 * m: 6 * m].reshape(m, 3),
             "strain_plus": e[6 * m: 6 * m + 6], "strain_minus": e[6 * m + 6:]}
 
@@ -583,18 +609,29 @@ def _jitted_grad(energy_fn):
     return cheap_jit(lambda p, c, args: jax.grad(energy_fn)(p, c, *args))
 
 
+@functools.lru_cache(maxsize=None)
+def _positions_only(energy_fn):
+    """``energy_fn(positions, *args)`` as ``f(positions, cell, *args)`` (cached wrapper)."""
+    def wrapped(positions, cell, *args):
+        return energy_fn(positions, *args)
+    return wrapped
+
+
 def check_forces_fd(energy_fn, positions, cell=None, *args, forces=None, h: float = 1e-5,
                     atoms=None) -> float:
     """Max |F − F_fd| [eV/Å]: forces against central finite differences of the energy.
 
     Args:
-        energy_fn: ``energy_fn(positions, cell, *args) -> E`` [eV] (see `fd_energies`).
-        positions: (N, 3) [Å]; cell: (3, 3) or None.
+        energy_fn: ``energy_fn(positions, cell, *args) -> E`` [eV] (see `fd_energies`), or
+            ``energy_fn(positions, *args)`` when ``cell`` is None.
+        positions: (N, 3) [Å]; cell: (3, 3) lattice rows, or None (energy_fn takes no cell).
         forces: (N, 3) forces to check [eV/Å]; default −∂E/∂R by ``jax.grad``.
         h: step [Å] (1e-5 suits float64; use ~1e-2 in float32).
         atoms: atoms to check (default all).
     """
     pos = jnp.asarray(positions)
+    if cell is None:
+        energy_fn = _positions_only(energy_fn)
     c = jnp.zeros((3, 3), pos.dtype) if cell is None else jnp.asarray(cell, pos.dtype)
     if forces is None:
         forces = -_jitted_grad(energy_fn)(pos, c, args)

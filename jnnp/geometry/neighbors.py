@@ -15,18 +15,24 @@ Host or jit graph?
 Layout (what the descriptor relies on): the pair arrays are jax-md's (N, K) slots flattened to
 N·K entries, pair p = i·K + slot, with i = j = 0 and shift 0 in empty slots (zero edge vector).
 In every block the valid entries come first, sorted by centre, and padded entries have mask
-False, index 0 and ``local`` = N_c − 1, so ``local`` is sorted ascending.
+False, index 0 and ``local`` = N_c − 1, so ``local`` is sorted ascending (with triplet chunks
+S > 1 each centre's run is padded to whole chunks, as `build_graph` does). Triplets are found
+per centre among its (W_e1 × W_e2) neighbour slots of elements e1, e2 (per-row lists with a
+fixed width W_e), in chunks of centres (``lax.scan``), so the temporaries of a rebuild stay near
+100 MB whatever the number of atoms (1080 water atoms, r_c 6.35 Å, skin 0.5 Å: K = 182,
+3.2 M triplets, 48 MB graph, 77 MB temporaries, rebuild ≈ 0.4 s on 2 CPU cores).
 
 Validity: the graph holds every pair and triplet within each block's r_c + skin at build time, so
 it is exact while no atom has moved more than skin/2 since then; ``update`` rebuilds (``lax.cond``)
 as soon as one has. Lattice shifts are fixed at the build, so positions must not be wrapped
-between rebuilds: use an unwrapped ``shift_fn`` for MD (e.g. ``space.periodic_general(box,
-fractional_coordinates=False, wrapped=False)``), or call ``update`` with the wrapped positions
-before every evaluation (a wrapped atom looks like a large move and forces a rebuild).
+between rebuilds: use an unwrapped ``shift_fn`` for MD (e.g. jax-md's ``space.periodic_general(
+cell.T, fractional_coordinates=False, wrapped=False)``), or call ``update`` with the wrapped
+positions before every evaluation (a wrapped atom looks like a large move and forces a rebuild).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, NamedTuple
 
 import jax
@@ -42,7 +48,7 @@ from jnnp.geometry.graph import Graph, species_of
 __all__ = ["JitGraphState", "GraphFns", "make_graph_fns"]
 
 _MARGIN = 1e-3  # Å added to jax-md's search radius (its cell sizes use a float32 box)
-_CANDIDATES = 1 << 18  # candidate triplets (centres × slot pairs) examined per scan step
+_CANDIDATES = 1 << 20  # candidate triplets (centres × W_e1·W_e2 slot pairs) per scan step
 
 
 @struct.dataclass
@@ -56,18 +62,27 @@ class JitGraphState:
         overflow: () bool, sticky: some buffer was too small at a build since allocation; the
             graph is then incomplete and the steps since the overflow must be redone after
             ``reallocate``.
+        caps: static capacities (pair blocks, triplet blocks, per-element neighbour slots W_e).
     """
 
     graph: Graph
     nbrs: partition.NeighborList
     reference: jnp.ndarray
     overflow: jnp.ndarray
+    caps: tuple = struct.field(pytree_node=False, default=((), (), ()))
 
 
 class GraphFns(NamedTuple):
     allocate: Callable
     update: Callable
     reallocate: Callable
+
+
+def _quiet(fn, *args, **kwargs):
+    """Call jax-md without its FutureWarning (0.2.29 scatters int64 indices into int32 under x64)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "scatter inputs have incompatible types", FutureWarning)
+        return fn(*args, **kwargs)
 
 
 def _lower_triangular(cell):
@@ -84,14 +99,17 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
         plan: `jnnp.descriptors.plan.DescriptorPlan`.
         cell: (3, 3) lattice vectors as rows [Å], fixed (NVE/NVT), periodic in all directions.
         skin: extra radius [Å]; the graph is valid until an atom has moved skin/2.
-        capacity_multiplier: capacities are count × this + ``extra_capacity`` at allocation.
+        capacity_multiplier: block capacities are count × this + ``extra_capacity`` at
+            allocation, per-row neighbour slot widths W_e are max count × this + 4; jax-md's Dense
+            width K uses the same factor (at least 1).
         extra_capacity: slack entries added to every block capacity.
         chunk: triplet chunk length (see `Graph`); None picks 32 or 1 as `build_graph` does.
 
     Returns:
         GraphFns ``allocate(positions, numbers[, capacity_multiplier]) -> JitGraphState`` (host:
-        sizes capacities from the current structure), ``update(positions, state) -> JitGraphState`` (jittable: rebuilds
-        when needed, raises ``state.overflow`` when a buffer is too small) and
+        sizes capacities from the current structure; the multiplier can be overridden, e.g. to
+        test overflow handling), ``update(positions, state) -> JitGraphState``
+        (jittable: rebuilds when needed, raises ``state.overflow`` when a buffer is too small) and
         ``reallocate(positions, state) -> JitGraphState`` (host: never smaller capacities, and at
         least count + ``extra_capacity``). positions: (N, 3) [Å], unwrapped.
 
@@ -107,26 +125,31 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
     widths = cell_heights(cell)
     if np.any(widths < 2.0 * rcut):
         raise ValueError(
-            f"cell widths {np.round(widths, 4).tolist()} Å are below 2·(cutoff + skin) = {2 * rcut:.4f} Å, "
-            "so the minimum-image convention misses neighbours; use the all-image host builder "
-            "(jnnp.geometry.build_graph, or jnnp.md.host_graph.make_host_graph_fns for MD) or a bigger supercell")
+            f"cell widths {np.round(widths, 4).tolist()} Å are below 2·(cutoff + skin) = {2 * rcut:.4f} "
+            "Å, so the minimum-image convention misses neighbours; use the all-image host builder "
+            "(jnnp.geometry.build_graph, or jnnp.md.host_graph.make_host_graph_fns for MD) or a "
+            "bigger supercell")
     inv_cell = np.linalg.inv(cell)
     box = _lower_triangular(cell).T  # jax-md box: columns = lattice vectors, upper triangular
     displacement, _ = space.periodic_general(box, fractional_coordinates=True)
-    neighbor_fn = partition.neighbor_list(
-        displacement, box, rcut + _MARGIN, dr_threshold=0.0, capacity_multiplier=max(1.0, capacity_multiplier),
-        format=partition.Dense, fractional_coordinates=True)
+    neighbor_fn = partition.neighbor_list(  # dr_threshold 0: rebuilds whenever asked (our lax.cond)
+        displacement, box, rcut + _MARGIN, dr_threshold=0.0, format=partition.Dense,
+        capacity_multiplier=max(1.0, capacity_multiplier), fractional_coordinates=True)
     half_skin2 = (0.5 * skin) ** 2
+    nel = len(plan.spec.elements)
     blocks_of = {}  # centre element -> indices of its triplet blocks
+    slot_rc = np.full((nel, nel), -np.inf)  # [c, e]: radius of the element-e slot lists of centres c
     for k, b in enumerate(plan.triplet_blocks):
         blocks_of.setdefault(b.key[0], []).append(k)
+        for e in b.key[1:]:
+            slot_rc[b.key[0], e] = max(slot_rc[b.key[0], e], b.rc + skin)
 
     def fractional(R):
         f = R @ jnp.asarray(inv_cell, R.dtype)
         return f - jnp.floor(f)
 
     def build(R, idx, species, element_atoms, caps=None, S=1):
-        """Graph (and overflow) for capacities ``caps``; with caps None the per-block counts."""
+        """(Graph, overflow) for static ``caps``; with caps None the counts that size them."""
         R = jax.lax.stop_gradient(R)
         N, K = idx.shape
         i32 = jnp.int32
@@ -134,7 +157,7 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
         j = jnp.where(valid, idx, 0).astype(i32)
         i = jnp.where(valid, jnp.arange(N, dtype=i32)[:, None], 0)
         f = R @ jnp.asarray(inv_cell, R.dtype)
-        shift = jnp.where(valid[..., None], -jnp.round(f[j] - f[i]), 0.0)
+        shift = jnp.where(valid[..., None], -jnp.round(f[j] - f[i]), 0.0)  # minimum image at build
         vec = R[j] - R[i] + shift @ jnp.asarray(cell, R.dtype)
         r, sj, si = safe_norm(vec), species[j], species[i]
         local_of = jnp.zeros(N, i32)
@@ -142,79 +165,93 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
             local_of = local_of.at[atoms].set(jnp.arange(atoms.shape[0], dtype=i32))
         over = jnp.asarray(False)
 
-        counts, pair_blocks = [], []
+        counts, pair_blocks = [[], [], []], []
         for n, b in enumerate(plan.pair_blocks):
             c, e = b.key
             m = (valid & (si == c) & (sj == e) & (r < b.rc + skin)).reshape(-1)
             count = jnp.sum(m, dtype=i32)
-            counts.append(count)
+            counts[0].append(count)
             if caps is not None:
                 cap = caps[0][n]
-                (sel,) = jnp.nonzero(m, size=cap, fill_value=0)
+                dest = jnp.where(m, jnp.cumsum(m, dtype=i32) - 1, cap)
+                sel = jnp.zeros(cap, i32).at[dest].set(jnp.arange(m.shape[0], dtype=i32), mode="drop")
                 ok = jnp.arange(cap) < count
                 loc = jnp.where(ok, local_of[i.reshape(-1)[sel]], element_atoms[c].shape[0] - 1)
-                pair_blocks.append((sel.astype(i32), loc.astype(i32), ok))
+                pair_blocks.append((sel, loc, ok))
                 over |= count > cap
 
-        ta, tb = (jnp.asarray(a, i32) for a in np.triu_indices(K, 1))
+        # Per row, the slots of each neighbour element within the triplet radius: (N, W_e) lists.
+        slots, slot_ok = [], []
+        for e in range(nel if plan.triplet_blocks else 0):
+            m = valid & (sj == e) & (r < jnp.asarray(slot_rc[:, e], r.dtype)[si])
+            cnt = jnp.sum(m, axis=1, dtype=i32)
+            W = max(K, 1) if caps is None else caps[2][e]
+            pos = jnp.where(m, jnp.cumsum(m, axis=1, dtype=i32) - 1, W)
+            slots.append(jnp.zeros((N, W), i32).at[jnp.arange(N)[:, None], pos].set(
+                jnp.arange(K, dtype=i32), mode="drop"))
+            slot_ok.append(jnp.arange(W) < cnt[:, None])
+            counts[2].append(jnp.max(cnt))
+            over |= jnp.max(cnt) > W
+
         trip, tcounts = {}, {}
         for c, ks in blocks_of.items():
             rows, Nc = element_atoms[c], element_atoms[c].shape[0]
-            B = max(1, min(Nc, _CANDIDATES // max(1, len(ta))))
+            blocks = [plan.triplet_blocks[k] for k in ks]
+            dims = [(slots[b.key[1]].shape[1], slots[b.key[2]].shape[1]) for b in blocks]
+            B = max(1, min(Nc, _CANDIDATES // max(w1 * w2 for w1, w2 in dims)))
             n_chunks = -(-Nc // B)
             rows_p = jnp.pad(rows, (0, n_chunks * B - Nc)).reshape(n_chunks, B)
             row_ok = (jnp.arange(n_chunks * B) < Nc).reshape(n_chunks, B)
-            narrow_rc = {plan.triplet_blocks[k].rc for k in ks if plan.triplet_blocks[k].narrow}
 
-            def step(carry, xs, ks=ks, narrow_rc=narrow_rc):
+            def step(carry, xs, blocks=blocks, dims=dims, ks=ks):
                 rws, rok, first = xs
-                vv = valid[rws] & rok[:, None]
-                ss, rr, vc = sj[rws], r[rws], vec[rws]
-                both = vv[:, ta] & vv[:, tb]
-                lo, hi = jnp.minimum(ss[:, ta], ss[:, tb]), jnp.maximum(ss[:, ta], ss[:, tb])
-                rmax = jnp.maximum(rr[:, ta], rr[:, tb])
-                rjk = safe_norm(vc[:, tb] - vc[:, ta]) if narrow_rc else None
+                rr, vc = r[rws], vec[rws]
                 out, ys = [], []
-                for k, acc in zip(ks, carry if caps is not None else [None] * len(ks)):
-                    b = plan.triplet_blocks[k]
-                    m = both & (lo == b.key[1]) & (hi == b.key[2]) & (rmax < b.rc + skin)
-                    if b.narrow:
-                        m &= rjk < b.rc + skin
+                for n, (b, (W1, W2)) in enumerate(zip(blocks, dims)):
+                    s1, s2 = slots[b.key[1]][rws], slots[b.key[2]][rws]
+                    r1, r2 = jnp.take_along_axis(rr, s1, 1), jnp.take_along_axis(rr, s2, 1)
+                    ok1, ok2 = slot_ok[b.key[1]][rws] & rok[:, None], slot_ok[b.key[2]][rws]
+                    m = (ok1[:, :, None] & ok2[:, None, :]
+                         & (jnp.maximum(r1[:, :, None], r2[:, None, :]) < b.rc + skin))
+                    if b.key[1] == b.key[2]:  # each unordered pair of slots once
+                        m &= jnp.asarray(np.triu(np.ones((W1, W2), bool), 1))
+                    if b.narrow:  # r_jk² from the Gram matrix
+                        v1, v2 = (jnp.take_along_axis(vc, s[..., None], 1) for s in (s1, s2))
+                        rjk2 = (r1[:, :, None] ** 2 + r2[:, None, :] ** 2
+                                - 2.0 * jnp.einsum("bkx,blx->bkl", v1, v2))
+                        m &= rjk2 < (b.rc + skin) ** 2
+                    m = m.reshape(B, W1 * W2)
                     n_r = jnp.sum(m, axis=1, dtype=i32)
                     ys.append(n_r)
                     if caps is None:
                         continue
-                    p_arr, q_arr, m_arr, s_arr, off = acc
-                    cap = p_arr.shape[0]
-                    m_r = -(-n_r // S) * S
+                    buf, off = carry[n]
+                    m_r = -(-n_r // S) * S  # each centre's run padded to whole chunks of S
                     start = off + jnp.cumsum(m_r, dtype=i32) - m_r
-                    dest = jnp.where(m, start[:, None] + jnp.cumsum(m, axis=1, dtype=i32) - 1, cap)
-                    base = rws[:, None] * K
-                    p_arr = p_arr.at[dest].set(base + ta, mode="drop")
-                    q_arr = q_arr.at[dest].set(base + tb, mode="drop")
-                    m_arr = m_arr.at[dest].set(True, mode="drop")
-                    s_arr = s_arr.at[jnp.where(m_r > 0, start, cap)].set(first + jnp.arange(B, dtype=i32),
-                                                                         mode="drop")
-                    out.append((p_arr, q_arr, m_arr, s_arr, off + jnp.sum(m_r, dtype=i32)))
-                return out, ys
+                    dest = jnp.where(m, start[:, None] + jnp.cumsum(m, axis=1, dtype=i32) - 1, buf.shape[0])
+                    key = ((first + jnp.arange(B, dtype=i32))[:, None] * (W1 * W2)  # (local, w1, w2)
+                           + jnp.arange(W1 * W2, dtype=i32))
+                    out.append((buf.at[dest].set(key, mode="drop"), off + jnp.sum(m_r, dtype=i32)))
+                return (carry if caps is None else out), ys
 
-            if caps is None:
-                init = []
-            else:
-                init = [(jnp.zeros(caps[1][k], i32), jnp.zeros(caps[1][k], i32), jnp.zeros(caps[1][k], bool),
-                         jnp.full(caps[1][k], -1, i32), jnp.asarray(0, i32)) for k in ks]
-            firsts = jnp.arange(n_chunks, dtype=i32) * B
-            final, ys = jax.lax.scan(step, init, (rows_p, row_ok, firsts))
-            for n, k in enumerate(ks):
+            init = () if caps is None else [(jnp.full(caps[1][k], -1, i32), jnp.asarray(0, i32)) for k in ks]
+            final, ys = jax.lax.scan(step, init, (rows_p, row_ok, jnp.arange(n_chunks, dtype=i32) * B))
+            for n, (k, b, (W1, W2)) in enumerate(zip(ks, blocks, dims)):
                 tcounts[k] = ys[n].reshape(-1)[:Nc]
-                if caps is not None:
-                    p_arr, q_arr, m_arr, s_arr, total = final[n]
-                    loc = jax.lax.cummax(s_arr, axis=0)
-                    loc = jnp.where(jnp.arange(s_arr.shape[0]) < total, loc, Nc - 1)
-                    trip[k] = (p_arr, q_arr, loc, m_arr)
-                    over |= total > s_arr.shape[0]
+                if caps is None:
+                    continue
+                keys, total = final[n]
+                ok = keys >= 0
+                key = jnp.maximum(jax.lax.cummax(keys, axis=0), 0)  # padding takes its centre's key
+                inside = jnp.arange(keys.shape[0]) < total
+                loc = jnp.where(inside, key // (W1 * W2), Nc - 1)
+                row = rows[jnp.where(inside, loc, 0)]
+                a = slots[b.key[1]][row, key % (W1 * W2) // W2]
+                q = slots[b.key[2]][row, key % W2]
+                trip[k] = (jnp.where(ok, row * K + a, 0), jnp.where(ok, row * K + q, 0), loc, ok)
+                over |= total > keys.shape[0]
         if caps is None:
-            return counts, [tcounts[k] for k in range(len(plan.triplet_blocks))]
+            return counts[0], [tcounts[k] for k in range(len(plan.triplet_blocks))], counts[2]
         graph = Graph(species=species, atom_mask=jnp.ones(N, bool), element_atoms=tuple(element_atoms),
                       element_mask=tuple(jnp.ones(a.shape[0], bool) for a in element_atoms),
                       pair_i=i.reshape(-1), pair_j=j.reshape(-1), pair_shift=shift.reshape(-1, 3).astype(i32),
@@ -225,52 +262,51 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
     count_jit = jax.jit(build)
     build_jit = jax.jit(build, static_argnames=("caps", "S"))
 
-    def caps_of(graph):
-        return (tuple(b[0].shape[0] for b in graph.pair_blocks),
-                tuple(b[0].shape[0] for b in graph.triplet_blocks))
-
     def _allocate(positions, species, multiplier, floor=None, S=None):
         R = jnp.asarray(positions)
-        element_atoms = tuple(jnp.asarray(np.flatnonzero(species == c), jnp.int32)
-                              for c in range(len(plan.spec.elements)))
+        element_atoms = tuple(jnp.asarray(np.flatnonzero(species == c), jnp.int32) for c in range(nel))
         species = jnp.asarray(species, jnp.int32)
-        nbrs = neighbor_fn.allocate(fractional(R))
-        if floor is not None and nbrs.max_occupancy < floor[2]:
-            nbrs = neighbor_fn.allocate(fractional(R), extra_capacity=floor[2] - nbrs.max_occupancy)
-        pc, tc = jax.device_get(count_jit(R, nbrs.idx, species, element_atoms))
+        nbrs = _quiet(neighbor_fn.allocate, fractional(R))
+        if floor is not None and nbrs.max_occupancy < floor[1]:  # never narrower than before
+            nbrs = _quiet(neighbor_fn.allocate, fractional(R), extra_capacity=floor[1] - nbrs.max_occupancy)
+        K = nbrs.max_occupancy
+        pc, tc, wc = jax.device_get(count_jit(R, nbrs.idx, species, element_atoms))
         if S is None:
             S = chunk or 1
-            if chunk is None and sum(int(t.sum()) for t in tc) >= 256 * max(1, sum(int((t > 0).sum()) for t in tc)):
+            n_trip, n_cent = sum(int(t.sum()) for t in tc), sum(int((t > 0).sum()) for t in tc)
+            if chunk is None and n_trip >= 256 * max(1, n_cent):  # as build_graph chooses
                 S = 32
-        sizes = lambda n, S: -(-(int(n * multiplier) + extra_capacity) // S) * S
+        size = lambda n, S: -(-(int(n * multiplier) + extra_capacity) // S) * S
         n_c = [len(element_atoms[b.key[0]]) for b in plan.pair_blocks + plan.triplet_blocks]
-        caps = [sizes(int(n), 1) for n in pc] + [sizes(int((-(-t // S) * S).sum()), S) for t in tc]
+        caps = [size(int(n), 1) for n in pc] + [size(int((-(-t // S) * S).sum()), S) for t in tc]
         caps = [cap if nc else 0 for cap, nc in zip(caps, n_c)]
+        slot_w = tuple(max(1, min(K, int(w * multiplier) + 4)) for w in wc)
+        caps = (tuple(caps[:len(pc)]), tuple(caps[len(pc):]), slot_w)
         if floor is not None:
-            caps = [max(a, b) for a, b in zip(caps, floor[0] + floor[1])]
-        caps = (tuple(caps[:len(pc)]), tuple(caps[len(pc):]))
+            caps = tuple(tuple(max(a, b) for a, b in zip(new, old)) for new, old in zip(caps, floor[0]))
+        if plan.triplet_blocks and max(len(a) for a in element_atoms) * max(caps[2]) ** 2 >= 2 ** 31:
+            raise ValueError(f"{len(R)} atoms × {max(caps[2])}² slot pairs overflow int32 triplet keys")
         graph, over = build_jit(R, nbrs.idx, species, element_atoms, caps=caps, S=S)
-        return JitGraphState(graph=graph, nbrs=nbrs, reference=R,
+        return JitGraphState(graph=graph, nbrs=nbrs, reference=R, caps=caps,
                              overflow=over | nbrs.did_buffer_overflow.astype(bool))
 
     def allocate(positions, numbers, capacity_multiplier=capacity_multiplier) -> JitGraphState:
         return _allocate(positions, species_of(numbers, plan.spec.elements), capacity_multiplier)
 
     def reallocate(positions, state: JitGraphState) -> JitGraphState:
-        floor = caps_of(state.graph) + (state.nbrs.max_occupancy,)
-        return _allocate(positions, np.asarray(state.graph.species), max(1.0, capacity_multiplier), floor,
-                         state.graph.chunk)
+        return _allocate(positions, np.asarray(state.graph.species), max(1.0, capacity_multiplier),
+                         (state.caps, state.nbrs.max_occupancy), state.graph.chunk)
 
     def update(positions, state: JitGraphState) -> JitGraphState:
         R = positions.astype(state.reference.dtype)
         moved = jnp.max(jnp.sum((R - state.reference) ** 2, axis=-1)) > half_skin2
 
         def rebuild(state):
-            nbrs = neighbor_fn.update(fractional(R), state.nbrs)
+            nbrs = _quiet(neighbor_fn.update, fractional(R), state.nbrs)
             g = state.graph
-            graph, over = build(R, nbrs.idx, g.species, g.element_atoms, caps_of(g), g.chunk)
-            over = over | nbrs.did_buffer_overflow.astype(bool)
-            return JitGraphState(graph=graph, nbrs=nbrs, reference=R, overflow=state.overflow | over)
+            graph, over = build(R, nbrs.idx, g.species, g.element_atoms, state.caps, g.chunk)
+            over = state.overflow | over | nbrs.did_buffer_overflow.astype(bool)
+            return state.replace(graph=graph, nbrs=nbrs, reference=R, overflow=over)
 
         return jax.lax.cond(moved, rebuild, lambda s: s, state)
 

@@ -13,9 +13,10 @@ derivative as straining each cell.
 Capacities: every size q (atoms, pairs, atoms per element, entries per pair/triplet block) has a
 reference r_q = max(B · mean_q + 2 √B · std_q, max_q) over the data set's structures (the upper
 end of the typical batch total); a batch with needs n_q gets capacities ⌈r_q g^k⌉ for the
-smallest integer k (g = ``growth``, default 1.25) with n_q ≤ r_q g^k for all q. So one integer k
+smallest integer k (g = ``growth``, default 1.25) with n_q ≤ r_q g^k for all q, rounded up to
+a coarse grid (`jnnp.geometry.graph.bucket`, so that similar data sets share shapes). So one integer k
 names the shape, and XLA compiles one program per level k that occurs: for a homogeneous
-training set nearly every full batch has level 0 (the last, partial batch a lower one).
+training set nearly every batch has level 0 (partial batches are padded to level 0 too).
 
 Neighbour graphs are built once per structure (`build_graphs`), optionally cached on disk as
 ``.npz`` keyed by a hash of the descriptor spec and of the structures' geometry.
@@ -35,7 +36,7 @@ import numpy as np
 from flax import struct
 
 from jnnp.descriptors.plan import make_plan
-from jnnp.geometry.graph import Graph, build_graph, chunk_triplets, pad_graph
+from jnnp.geometry.graph import Graph, bucket, build_graph, chunk_triplets, pad_graph
 from jnnp.model.potential import make_atomic_energy_fn
 
 __all__ = ["Batch", "BatchSizer", "Batcher", "build_graphs", "collate", "graph_cache_key",
@@ -118,7 +119,8 @@ _FIELDS = ("species", "pair_i", "pair_j", "pair_shift")
 
 
 def _save_graphs(path: Path, graphs, key: str) -> None:
-    arrays = {"key": np.frombuffer(key.encode(), np.uint8), "chunk": np.asarray(graphs[0].chunk if graphs else 1)}
+    arrays = {"key": np.frombuffer(key.encode(), np.uint8),
+              "chunk": np.asarray(graphs[0].chunk if graphs else 1)}
     arrays["n_atoms"] = np.array([g.n_atoms for g in graphs], np.int64)
     arrays["n_pairs"] = np.array([len(g.pair_i) for g in graphs], np.int64)
     for f in _FIELDS:
@@ -126,9 +128,12 @@ def _save_graphs(path: Path, graphs, key: str) -> None:
     n_el = len(graphs[0].element_atoms) if graphs else 0
     n_pb = len(graphs[0].pair_blocks) if graphs else 0
     n_tb = len(graphs[0].triplet_blocks) if graphs else 0
-    arrays["n_el"] = np.array([[len(a) for a in g.element_atoms] for g in graphs], np.int64).reshape(-1, n_el)
-    arrays["n_pb"] = np.array([[len(b[0]) for b in g.pair_blocks] for g in graphs], np.int64).reshape(-1, n_pb)
-    arrays["n_tb"] = np.array([[len(b[0]) for b in g.triplet_blocks] for g in graphs], np.int64).reshape(-1, n_tb)
+    def counts(rows, width):
+        return np.array(rows, np.int64).reshape(-1, width)
+
+    arrays["n_el"] = counts([[len(a) for a in g.element_atoms] for g in graphs], n_el)
+    arrays["n_pb"] = counts([[len(b[0]) for b in g.pair_blocks] for g in graphs], n_pb)
+    arrays["n_tb"] = counts([[len(b[0]) for b in g.triplet_blocks] for g in graphs], n_tb)
     for c in range(n_el):
         arrays[f"el{c}"] = np.concatenate([g.element_atoms[c] for g in graphs])
     for b in range(n_pb):
@@ -161,7 +166,8 @@ def _load_graphs(path: Path, key: str):
 
         fields = {f: split(f, z["n_pairs"] if f != "species" else z["n_atoms"]) for f in _FIELDS}
         els = [split(f"el{c}", z["n_el"][:, c]) for c in range(z["n_el"].shape[1])]
-        pbs = [[split(f"pb{b}_{k}", z["n_pb"][:, b]) for k in ("idx", "local")] for b in range(z["n_pb"].shape[1])]
+        pbs = [[split(f"pb{b}_{k}", z["n_pb"][:, b]) for k in ("idx", "local")]
+               for b in range(z["n_pb"].shape[1])]
         tbs = [[split(f"tb{b}_{k}", z["n_tb"][:, b]) for k in ("p", "q", "local", "mask")]
                for b in range(z["n_tb"].shape[1])]
     graphs = []
@@ -270,7 +276,10 @@ class BatchSizer:
         return k
 
     def _caps(self, k: int) -> np.ndarray:
-        caps = np.ceil(self.reference * self.growth**k - 1e-9).astype(np.int64)
+        raw = np.ceil(self.reference * self.growth**k - 1e-9).astype(np.int64)
+        # coarse rounding (steps of ≈1/8, at least 8) so that similar data sets (e.g. the
+        # validation and test splits of one system) share shapes, hence compiled programs
+        caps = np.array([bucket(int(x)) if x > 0 else 0 for x in raw], np.int64)
         S = self.chunk
         t0 = 2 + self.n_el + self.n_pb
         caps[t0:] = -(-caps[t0:] // S) * S
@@ -308,7 +317,6 @@ def collate(structures, graphs, sizes: dict, plan, n_slots: int, indices=None) -
         raise ValueError("cannot collate an empty batch")
     n_el = len(graphs[0].element_atoms)
     a0 = p0 = 0
-    el0 = np.zeros(n_el, np.int64)
     species, pair_i, pair_j, offsets = [], [], [], []
     elem = [[] for _ in range(n_el)]
     pblocks = [([], []) for _ in graphs[0].pair_blocks]

@@ -72,9 +72,10 @@ def spec_to_dict(spec: PotentialSpec) -> dict:
 
 def spec_from_dict(d: dict) -> PotentialSpec:
     """The `PotentialSpec` of a dict written by `spec_to_dict`."""
-    return PotentialSpec(descriptor=_descriptor_from_dict(d["descriptor"]), hidden=tuple(int(h) for h in d["hidden"]),
-                         activations=tuple(d["activations"]), normalize_nodes=bool(d["normalize_nodes"]),
-                         scaling=d["scaling"], scale_min=float(d["scale_min"]), scale_max=float(d["scale_max"]),
+    return PotentialSpec(descriptor=_descriptor_from_dict(d["descriptor"]),
+                         hidden=tuple(int(h) for h in d["hidden"]), activations=tuple(d["activations"]),
+                         normalize_nodes=bool(d["normalize_nodes"]), scaling=d["scaling"],
+                         scale_min=float(d["scale_min"]), scale_max=float(d["scale_max"]),
                          source_units=tuple(d.get("source_units", ("angstrom", "eV"))))
 
 
@@ -137,9 +138,11 @@ def save_model(directory, potential: Potential, metadata: dict | None = None) ->
     directory = Path(directory)
     sd = spec_to_dict(potential.spec)
     h = _spec_hash(sd)
-    body = {"format": MODEL_FORMAT, "version": VERSION, "spec": sd, "spec_hash": h, "metadata": metadata or {}}
-    payload = serialization.msgpack_serialize({"format": MODEL_FORMAT, "version": VERSION, "spec_hash": h,
-                                               "params": serialization.to_state_dict(_to_host(potential.params))})
+    body = {"format": MODEL_FORMAT, "version": VERSION, "spec": sd, "spec_hash": h,
+            "metadata": metadata or {}}
+    payload = serialization.msgpack_serialize(
+        {"format": MODEL_FORMAT, "version": VERSION, "spec_hash": h,
+         "params": serialization.to_state_dict(_to_host(potential.params))})
     _atomic_write(directory / "model.json", _dumps(body).encode())
     _atomic_write(directory / "model.msgpack", payload)
     return directory
@@ -151,7 +154,8 @@ def _model_files(path) -> tuple[Path, Path]:
         for stem in ("model", "best_model", "checkpoint"):
             if (path / f"{stem}.json").exists():
                 return path / f"{stem}.json", path / f"{stem}.msgpack"
-        raise FileNotFoundError(f"{path}: no model.json (a jnnp model folder holds model.json and model.msgpack)")
+        raise FileNotFoundError(f"{path}: no model.json (a jnnp model folder holds model.json and "
+                                "model.msgpack)")
     if path.suffix in (".json", ".msgpack"):
         return path.with_suffix(".json"), path.with_suffix(".msgpack")
     raise FileNotFoundError(f"{path}: expected a model folder or a .json/.msgpack file")
@@ -172,7 +176,8 @@ def load_potential(path, dtype=None) -> Potential:
     spec = spec_from_dict(body["spec"])
     state = serialization.msgpack_restore(mpath.read_bytes())
     if state.get("spec_hash") != body.get("spec_hash"):
-        raise ValueError(f"{mpath}: parameters do not belong to the spec in {jpath.name} (spec hash mismatch)")
+        raise ValueError(f"{mpath}: parameters do not belong to the spec in {jpath.name} "
+                         "(spec hash mismatch)")
     params = serialization.from_state_dict(_template_params(spec), state["params"])
     pot = Potential(spec, params)
     return pot.astype(dtype) if dtype is not None else pot

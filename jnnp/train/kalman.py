@@ -145,13 +145,15 @@ def kalman_filter(lambda0: float = 0.98, nu: float = 0.9987, epsilon: float = 0.
             Pn = (P - k @ x.T) / lam + q * jnp.eye(P.shape[0], dtype=dtype)
             newP.append(0.5 * (Pn + Pn.T))
         dw = [k @ xi for k in K]
-        # split the block vectors back into leaves
-        leaves, treedef = jax.tree.flatten(ref)
+        # split the block vectors back into leaves (shapes: Jacobian leaves without the row axis)
+        rows, treedef = jax.tree.flatten(jacobian_rows)
+        dtypes = [jnp.asarray(x).dtype for x in jax.tree.leaves(ref)]
         offsets = [0] * nb
         out = []
-        for leaf, b in zip(leaves, ids):
-            size = int(np.prod(np.shape(leaf)))
-            out.append(dw[b][offsets[b]:offsets[b] + size].reshape(np.shape(leaf)).astype(jnp.asarray(leaf).dtype))
+        for leaf, b, dt in zip(rows, ids, dtypes):
+            shape = np.shape(leaf)[1:]
+            size = int(np.prod(shape))
+            out.append(dw[b][offsets[b]:offsets[b] + size].reshape(shape).astype(dt))
             offsets[b] += size
         updates = jax.tree.unflatten(treedef, out)
         new_lam = nu * lam + (1.0 - nu)
@@ -167,8 +169,9 @@ def kalman_update(params, state: KalmanState, jacobian_rows, errors, *, kalman=N
         params: parameter pytree w; state: `KalmanState` (from ``kalman.init(params)``).
         jacobian_rows: pytree like ``params``, leaves with leading axis m: ∂y_r/∂w.
         errors: (m,) y_ref − y(w).
-        kalman: the `kalman_filter` transformation (default settings if None; its λ schedule
-            and ε only matter through ``state`` and ``init``).
+        kalman: the `kalman_filter` transformation whose ``init`` made ``state`` (its ν, process
+            noise and block layout are used here; λ_k and P live in ``state``); None: default
+            settings.
     """
     kalman = kalman_filter() if kalman is None else kalman
     updates, state = kalman.update(jacobian_rows, state, params, errors=errors)

@@ -37,7 +37,8 @@ from jnnp.train.kalman import kalman_filter, make_kalman_train_step
 from jnnp.train.loss import LossConfig, combine_terms, loss_terms
 from jnnp.train.metrics import (ErrorAccumulator, plot_learning_curve, plot_parity, write_history_csv,
                                 write_json)
-from jnnp.train.normalize import energy_scale, fit_reference_energies, normalize_potential
+from jnnp.train.normalize import energy_scale, normalize_potential
+from jnnp.train.reference import fit_reference_energies
 from jnnp.train.optim import SCHEDULES, make_optimizer, make_schedule
 from jnnp.train.step import TrainState, cached_properties_fn, init_train_state, make_train_step
 
@@ -185,8 +186,9 @@ def _training_fns(spec, loss_cfg: LossConfig, opt_key: tuple, n_batches: int, un
     cfg = TrainSettings(**dict(opt_key))
     optimizer = make_optimizer_for(cfg, n_batches)
     if cfg.optimizer == "kalman":
-        step = make_kalman_train_step(spec, optimizer, loss_cfg, forces_per_update=cfg.kalman_forces_per_update,
-                                      seed=cfg.seed, energy_unit=units[0], force_unit=units[1])
+        step = make_kalman_train_step(spec, optimizer, loss_cfg,
+                                      forces_per_update=cfg.kalman_forces_per_update, seed=cfg.seed,
+                                      energy_unit=units[0], force_unit=units[1])
     else:
         step = make_train_step(spec, optimizer, loss_cfg)
     return optimizer, step
@@ -237,7 +239,8 @@ class _Progress:
 
     def start(self, epoch: int, done: int):
         if self.enabled and self.tqdm is not None:
-            self.bar = self.tqdm(total=self.n, initial=done, desc=f"epoch {epoch}", leave=False, dynamic_ncols=True)
+            self.bar = self.tqdm(total=self.n, initial=done, desc=f"epoch {epoch}", leave=False,
+                                 dynamic_ncols=True)
 
     def step(self, loss: float):
         if self.bar is not None:
@@ -367,7 +370,8 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
     if resume and checkpoint_exists(run_dir):
         ck_raw = load_checkpoint(run_dir)
         if ck_raw["potential"].spec != spec:
-            raise ValueError(f"{run_dir}: the checkpoint's model spec differs from the potential passed to fit")
+            raise ValueError(f"{run_dir}: the checkpoint's model spec differs from the potential "
+                             "passed to fit")
         saved_cfg = ck_raw["config"]
         if saved_cfg and saved_cfg != _jsonable(cfg.to_dict()):
             warnings.warn(f"{run_dir}: resuming with settings that differ from the checkpoint's; the result "
@@ -392,7 +396,7 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
         history = History()
         epoch0, batch0, sums0, bad = 0, 0, {}, 0
 
-    eval_step = cached_properties_fn(spec, True, loss_cfg.uses_stress)
+    properties_fn = cached_properties_fn(spec, True, loss_cfg.uses_stress)
     prog = _Progress(progress, n_batches)
     t_start = time.monotonic()
     elements = spec.elements
@@ -424,8 +428,9 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
                     m = jax.device_get(m)
                     if not bool(m["finite"]):
                         names = ", ".join(train_set[int(i)].provenance for i in members)
-                        stop = (f"non-finite loss or gradient at epoch {epoch + 1}, batch {k + 1} (structures: "
-                                f"{names}); training stopped, the last good checkpoint and best model are kept")
+                        stop = (f"non-finite loss or gradient at epoch {epoch + 1}, batch {k + 1} "
+                                f"(structures: {names}); training stopped, the last good checkpoint "
+                                "and best model are kept")
                         break
                     state = new_state
                     sums.add(m)
@@ -446,19 +451,21 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
                     break
                 # ---- end of epoch: validation, bookkeeping, checkpoint -------------------------
                 rec = {"epoch": epoch + 1, "train_loss": sums.loss(loss_cfg),
-                       "train_energy_rmse": sums.rmse_mev("energy"), "train_force_rmse": sums.rmse_mev("force")}
+                       "train_energy_rmse": sums.rmse_mev("energy"),
+                       "train_force_rmse": sums.rmse_mev("force")}
                 if loss_cfg.uses_stress:
                     rec["train_stress_rmse"] = sums.rmse_mev("stress")
                 if val_b is not None:
-                    vloss, vm, _ = _validate(eval_step, state.params, val_b, loss_cfg, elements)
-                    rec.update(val_loss=vloss, val_energy_rmse=vm["energy_rmse"], val_energy_mae=vm["energy_mae"],
-                               val_force_rmse=vm["force_rmse"], val_force_mae=vm["force_mae"])
+                    vloss, vm, _ = _validate(properties_fn, state.params, val_b, loss_cfg, elements)
+                    rec.update(val_loss=vloss, val_energy_rmse=vm["energy_rmse"],
+                               val_energy_mae=vm["energy_mae"], val_force_rmse=vm["force_rmse"],
+                               val_force_mae=vm["force_mae"])
                     if "stress_rmse" in vm:
                         rec["val_stress_rmse"] = vm["stress_rmse"]
                     score = vloss
                 else:
                     score = rec["train_loss"]
-                rec["lr"] = float(schedule(int(state.step))) if schedule is not None else math.nan
+                rec["lr"] = _learning_rate(cfg, schedule, state)
                 rec["time_s"] = time.monotonic() - t_epoch
                 improved = math.isfinite(score) and score < history.best_loss
                 if improved:
@@ -498,7 +505,7 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
                "best_loss": history.best_loss, "epochs_run": len(history.epochs),
                "settings": cfg.to_dict(), "history": history.epochs}
     if val_b is not None and not stop.startswith("interrupted"):
-        vloss, vm, acc = _validate(eval_step, best.params, val_b, loss_cfg, elements, systems)
+        vloss, vm, acc = _validate(properties_fn, best.params, val_b, loss_cfg, elements, systems)
         summary["validation"] = {"loss": vloss, **vm}
         if cfg.plots:
             plot_parity(acc, run_dir / "validation_parity.png", title="validation")
@@ -510,9 +517,20 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
     return best, history
 
 
+def _learning_rate(cfg: TrainSettings, schedule, state) -> float:
+    """Current learning rate (schedule × reduce-on-plateau scale); NaN for the Kalman filter."""
+    if schedule is None:
+        return math.nan
+    lr = float(schedule(int(state.step)))
+    if cfg.schedule == "plateau":
+        lr *= float(state.opt_state[-1].scale)
+    return lr
+
+
 def _epoch_line(rec: dict) -> str:
     parts = [f"epoch {rec['epoch']:4d}", f"loss {_fmt(rec['train_loss'])}",
-             f"E {_fmt(rec['train_energy_rmse'], '.3g')} meV/atom", f"F {_fmt(rec['train_force_rmse'], '.3g')} meV/Å"]
+             f"E {_fmt(rec['train_energy_rmse'], '.3g')} meV/atom",
+             f"F {_fmt(rec['train_force_rmse'], '.3g')} meV/Å"]
     if "val_loss" in rec:
         parts += [f"| val loss {_fmt(rec['val_loss'])}", f"E {_fmt(rec['val_energy_rmse'], '.3g')}",
                   f"F {_fmt(rec['val_force_rmse'], '.3g')}"]

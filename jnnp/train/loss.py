@@ -1,6 +1,7 @@
 """Training loss of a batch: weighted mean squared errors of energies, forces and stresses.
 
-    L = w_E · mean_s ((Ê_s − E_s)/N_s)²  +  w_F · mean_{i,α} (F̂_iα − F_iα)²  +  w_σ · mean_{s,ab} (σ̂_s,ab − σ_s,ab)²
+    L = w_E · mean_s ((Ê_s − E_s)/N_s)²  +  w_F · mean_{i,α} (F̂_iα − F_iα)²
+        +  w_σ · mean_{s,ab} (σ̂_s,ab − σ_s,ab)²
 
 in eV²/atom², (eV/Å)² and (eV/Å³)². Means run over the labelled, non-padding entries only
 (structures without energy/forces/stress labels and padding slots/atoms are masked out); a term

@@ -90,7 +90,8 @@ class ErrorAccumulator:
         ``forces_ref``/``forces_pred`` (M, 3) [eV/Å], ``force_species`` (M,) element index,
         and stress (K, 3, 3) [eV/Å³]."""
         cat = lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape)
-        return {"energy_ref": np.asarray(self.e_ref, np.float64), "energy_pred": np.asarray(self.e_pred, np.float64),
+        return {"energy_ref": np.asarray(self.e_ref, np.float64),
+                "energy_pred": np.asarray(self.e_pred, np.float64),
                 "energy_system": np.asarray(self.e_sys, dtype=object),
                 "forces_ref": cat(self.f_ref, (0, 3)), "forces_pred": cat(self.f_pred, (0, 3)),
                 "force_species": cat(self.f_el, (0,)).astype(np.int64),
@@ -105,7 +106,8 @@ class ErrorAccumulator:
         es = error_stats((a["energy_pred"][e_sel] - a["energy_ref"][e_sel]) * MEV)
         out.update(energy_rmse=es["rmse"], energy_mae=es["mae"], energy_max=es["max"], n_energies=es["count"])
         fs = error_stats((a["forces_pred"][f_sel] - a["forces_ref"][f_sel]) * MEV)
-        out.update(force_rmse=fs["rmse"], force_mae=fs["mae"], force_max=fs["max"], n_force_components=fs["count"])
+        out.update(force_rmse=fs["rmse"], force_mae=fs["mae"], force_max=fs["max"],
+                   n_force_components=fs["count"])
         if len(a["stress_ref"]):
             ss = error_stats((a["stress_pred"][s_sel] - a["stress_ref"][s_sel]) * MEV)
             out.update(stress_rmse=ss["rmse"], stress_mae=ss["mae"])

@@ -1,8 +1,7 @@
 """Data-derived normalisation of a potential: reference energies, energy unit, SF scaling.
 
-* Reference (per-element) energies e_c by linear least squares on the composition,
-  E_s ≈ Σ_c n_{s,c} e_c (minimum-norm solution when compositions are collinear, e.g. a single
-  molecule), stored as ``params["energy"]["shift"]``.
+* Reference (per-element) energies e_c (`jnnp.train.reference`), stored as
+  ``params["energy"]["shift"]``.
 * Energy unit of the network output, ``params["energy"]["scale"]``: the standard deviation of
   the per-atom residual energies (E_s − Σ_c n_{s,c} e_c)/N_s (``"energy_std"``), or the RMS of
   the force components (``"force_rms"``, in eV for a 1 Å length scale), or a number. The
@@ -26,47 +25,10 @@ import numpy as np
 
 from jnnp.descriptors.compute import make_descriptor_fn
 from jnnp.descriptors.scaling import identity_statistics
+from jnnp.train.reference import composition_matrix, fit_reference_energies, residual_energies
 
 __all__ = ["composition_matrix", "fit_reference_energies", "residual_energies", "energy_scale",
            "descriptor_statistics", "normalize_potential"]
-
-
-def composition_matrix(structures, elements) -> np.ndarray:
-    """(S, T) number of atoms of each element (columns in ``elements`` order) per structure."""
-    index = {int(z): c for c, z in enumerate(elements)}
-    X = np.zeros((len(structures), len(elements)))
-    for s_idx, s in enumerate(structures):
-        for z, n in zip(*np.unique(s.numbers, return_counts=True)):
-            if int(z) not in index:
-                raise ValueError(f"{s.provenance}: element Z={int(z)} not among {list(elements)}")
-            X[s_idx, index[int(z)]] = n
-    return X
-
-
-def fit_reference_energies(structures, elements) -> np.ndarray:
-    """(T,) per-element energies e_c [eV/atom] minimising Σ_s (E_s − Σ_c n_{s,c} e_c)².
-
-    Structures without an energy are skipped. Rank-deficient compositions get the minimum-norm
-    solution (exact sums are still reproduced in the least-squares sense).
-
-    Raises:
-        ValueError: no structure has an energy.
-    """
-    labelled = [s for s in structures if s.energy is not None]
-    if not labelled:
-        raise ValueError("no structure with an energy to fit reference energies to")
-    X = composition_matrix(labelled, elements)
-    y = np.array([s.energy for s in labelled])
-    e, *_ = np.linalg.lstsq(X, y, rcond=None)
-    return e
-
-
-def residual_energies(structures, elements, shifts) -> np.ndarray:
-    """Per-atom residual energies (E_s − Σ_c n_{s,c} e_c)/N_s [eV/atom] of labelled structures."""
-    labelled = [s for s in structures if s.energy is not None]
-    X = composition_matrix(labelled, elements)
-    y = np.array([s.energy for s in labelled])
-    return (y - X @ np.asarray(shifts)) / X.sum(1)
 
 
 def energy_scale(structures, elements, shifts, kind="energy_std") -> float:
@@ -89,16 +51,21 @@ def energy_scale(structures, elements, shifts, kind="energy_std") -> float:
 
 
 @functools.lru_cache(maxsize=8)
-def _batch_descriptor_fn(desc, dtype_name: str):
-    """Jitted descriptor of a `Batch` (cell = I, Cartesian image offsets), memoised per spec."""
-    dfn = make_descriptor_fn(desc)
+def _descriptor_energy_fn(spec, dtype_name: str):
+    """Jitted ``fn(params, batch) -> (G per element, (B,) energies)`` of a `Batch` (cell = I,
+    Cartesian image offsets), memoised per spec: one program serves both normalisation passes
+    (descriptor statistics, then network energies with the new scaling)."""
+    from jnnp.train.batch import make_batch_energy_fn
+
+    dfn = make_descriptor_fn(spec.descriptor)
+    efn = make_batch_energy_fn(spec)
     dtype = jnp.dtype(dtype_name)
 
     @jax.jit
-    def fn(dparams, batch):
+    def fn(params, batch):
         pos = jnp.asarray(batch.positions).astype(dtype)
         g = batch.graph.replace(pair_shift=jnp.asarray(batch.graph.pair_shift).astype(dtype))
-        return dfn(dparams, pos, jnp.eye(3, dtype=dtype), g)
+        return dfn(params["descriptor"], pos, jnp.eye(3, dtype=dtype), g), efn(params, batch, pos)
 
     return fn
 
@@ -114,7 +81,7 @@ def descriptor_statistics(spec, params, batcher) -> tuple:
     """
     desc = spec.descriptor
     dtype = jnp.asarray(params["energy"]["scale"]).dtype
-    fn = _batch_descriptor_fn(desc, jnp.dtype(dtype).name)
+    fn = _descriptor_energy_fn(spec, jnp.dtype(dtype).name)
 
     T = len(desc.elements)
     count = [0] * T
@@ -123,7 +90,7 @@ def descriptor_statistics(spec, params, batcher) -> tuple:
     lo = [np.full(n, np.inf) for n in desc.n_features]
     hi = [np.full(n, -np.inf) for n in desc.n_features]
     for batch in batcher.batches():
-        G = fn(params["descriptor"], batch)
+        G, _ = fn(params, batch)
         for c in range(T):
             rows = np.asarray(G[c], np.float64)[np.asarray(batch.graph.element_mask[c])]
             if len(rows) == 0:
@@ -176,8 +143,8 @@ def normalize_potential(potential, structures, *, batcher=None, scale="auto", sh
     if shifts and has_energy:
         energy["shift"] = np.asarray(fit_reference_energies(structures, spec.elements), dtype)
     if scale is not None and has_energy:
-        energy["scale"] = np.asarray(energy_scale(structures, spec.elements, np.asarray(energy["shift"]), scale),
-                                     dtype)
+        unit = energy_scale(structures, spec.elements, np.asarray(energy["shift"]), scale)
+        energy["scale"] = np.asarray(unit, dtype)
     params["energy"] = energy
     if scaling:
         if batcher is None:
@@ -193,14 +160,13 @@ def normalize_potential(potential, structures, *, batcher=None, scale="auto", sh
 
 def _centered_shifts(spec, params, batcher) -> np.ndarray:
     """Reference energies fitted to E_s − Σ_i scale·NN(G_i) (network energies without shifts)."""
-    from jnnp.train.step import cached_properties_fn
-
-    fn = cached_properties_fn(spec, False, False)
+    dtype = jnp.asarray(params["energy"]["scale"]).dtype
+    fn = _descriptor_energy_fn(spec, jnp.dtype(dtype).name)
     p0 = dict(params)
     p0["energy"] = {"scale": params["energy"]["scale"], "shift": np.zeros_like(params["energy"]["shift"])}
     e_net = np.zeros(len(batcher.structures))
     for batch in batcher.batches():
-        e = np.asarray(fn(p0, batch)["energy"], np.float64)
+        e = np.asarray(fn(p0, batch)[1], np.float64)
         ok = batch.structure_mask
         e_net[batch.index[ok]] = e[ok]
     labelled = [i for i, s in enumerate(batcher.structures) if s.energy is not None]

@@ -36,8 +36,8 @@ def make_schedule(learning_rate: float, schedule: str = "cosine", total_steps: i
         return optax.warmup_cosine_decay_schedule(0.0 if warmup_steps else lr, lr, warmup_steps, decay,
                                                   end_value=lr * final_fraction)
     if warmup_steps:
-        return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup_steps), optax.constant_schedule(lr)],
-                                    [warmup_steps])
+        return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup_steps),
+                                     optax.constant_schedule(lr)], [warmup_steps])
     return optax.constant_schedule(lr)
 
 
@@ -46,7 +46,8 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *, schedule:
                    clip_norm: float | None = 10.0, final_fraction: float = 0.01,
                    plateau_factor: float = 0.5, plateau_patience: int = 10,
                    plateau_accumulation: int = 1, plateau_min_scale: float = 1e-3,
-                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
+                   b1: float = 0.9, b2: float = 0.999,
+                   eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
     """The optax chain for first-order training (``name`` ``"adam"`` or ``"adamw"``).
 
     Args:

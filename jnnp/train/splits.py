@@ -40,8 +40,9 @@ class Split:
 
     def apply(self, dataset):
         """(train, validation, test) subsets of ``dataset`` (a `Dataset` or a list)."""
-        take = (lambda idx: dataset[idx]) if hasattr(dataset, "structures") else (lambda idx: [dataset[i] for i in idx])
-        return take(self.train), take(self.validation), take(self.test)
+        if hasattr(dataset, "structures"):
+            return dataset[self.train], dataset[self.validation], dataset[self.test]
+        return tuple([dataset[int(i)] for i in idx] for idx in (self.train, self.validation, self.test))
 
 
 def _counts(n: int, validation: float, test: float) -> tuple[int, int]:
@@ -118,8 +119,9 @@ def system_keys(dataset) -> list[str]:
     return [s.source or "<memory>" for s in dataset]
 
 
-def make_split(dataset, *, validation: float = 0.1, test: float = 0.1, seed: int = 0, per_system: bool = False,
-               train_indices=None, validation_indices=None, test_indices=None) -> Split:
+def make_split(dataset, *, validation: float = 0.1, test: float = 0.1, seed: int = 0,
+               per_system: bool = False, train_indices=None, validation_indices=None,
+               test_indices=None) -> Split:
     """The split of ``dataset`` by index files if any is given, else random (per system when
     ``per_system``, systems keyed by `system_keys`)."""
     n = len(dataset)

@@ -101,7 +101,7 @@ def make_train_step(spec, optimizer, loss_cfg: LossConfig = LossConfig(), *, jit
         new = TrainState(step=state.step + 1,
                          params=merge_trainable(state.params, optax.apply_updates(trainable, updates)),
                          opt_state=opt_state)
-        gnorm = optax.global_norm(grads)
+        gnorm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(gnorm) & tree_all_finite(new.params)
         return select_finite(ok, new, state), _metrics(loss, terms, ok, gnorm)
 
@@ -160,7 +160,8 @@ def predict(potential, structures, *, batch_size: int = 16, stress: bool = False
                 continue
             i = int(batch.index[k])
             n = int(batch.n_atoms[k])
-            rec = {"energy": np.float64(pred["energy"][k]), "forces": pred["forces"][a0:a0 + n].astype(np.float64)}
+            rec = {"energy": np.float64(pred["energy"][k]),
+                   "forces": pred["forces"][a0:a0 + n].astype(np.float64)}
             if stress:
                 rec["stress"] = pred["stress"][k].astype(np.float64)
             out[i] = rec

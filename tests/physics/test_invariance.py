@@ -11,8 +11,9 @@ import pytest
 
 from jnnp import testing as T
 
-CASES = [(name, t) for name in ("cluster", "ortho", "triclinic")
-         for t in ("translate", "rotate", "permute", "wrap", "all") if not (name == "cluster" and t == "wrap")]
+TRANSFORMS = ("translate", "rotate", "permute", "wrap", "all")
+CASES = [(name, t) for name in ("cluster", "ortho", "triclinic") for t in TRANSFORMS
+         if not (name == "cluster" and t == "wrap")]
 
 SEEDS = {"translate": 1, "rotate": 2, "permute": 3, "wrap": 4, "all": 5}
 

@@ -2,9 +2,10 @@
 
 * Padded graphs (`jnnp.testing.pad_to`) point every masked block entry at a dummy pair with
   r = 0, so sqrt/norm/arccos/division at r = 0 are evaluated in every symmetry function; the
-  energy must equal the unpadded one and every gradient (positions, cell, all parameters including
-  trainable descriptor parameters) must be finite.
-* Two atoms at the same point: finite energy and gradients.
+  energy must equal the unpadded one and every gradient (positions, cell, all parameters) must
+  be finite. Marked slow: the same with every descriptor field trainable (plain-autodiff path),
+  and second order (∇_params of E + Σ F², what force training differentiates).
+* Two atoms at the same point: finite energy, forces, stress and gradients.
 * Neighbour-list entries beyond a function's cutoff contribute exactly zero (graphs built with a
   skin give bitwise-identical descriptors), and at r = r_c exactly every function of every type
   and its derivative vanish.
@@ -55,7 +56,7 @@ def test_padded_graph_gives_same_energy(setup):
     s = structures["triclinic"]
     e_pad = T.evaluate(pot, s)["energy"]
     g = T.graph_of(pot, s)
-    efn = T._jitted(T.energy_fn_for(pot.spec))
+    efn = T.cached_jit(T.energy_fn_for(pot.spec))
     e = float(efn(jnp.asarray(s.positions), jnp.asarray(s.cell), pot.params, g))
     assert abs(e_pad - e) <= 1e-13 * abs(e)
 
@@ -151,24 +152,31 @@ def test_coincident_atoms_fast_path_finite(setup, name):
 
 @pytest.mark.parametrize("name", ["cluster", "tiny_cell"])
 def test_pairs_beyond_cutoff_contribute_exactly_zero(setup, name):
-    """A graph built with a 0.5 Å skin (extra pairs and triplets beyond every cutoff) gives
-    bitwise-identical descriptors."""
+    """Graphs built with a 0.5 Å skin (extra pairs and triplets beyond every cutoff) give
+    bitwise-identical descriptors on the generic path (`all_types_spec`, every type). On the
+    model's chunked fast angular path the extra zero terms shift the chunk boundaries, which
+    changes the summation order: equal there to rounding (1e-15 relative)."""
     pot, structures = setup
-    desc = pot.spec.descriptor
     s = structures["cluster"] if name == "cluster" else T.small_periodic_cell(
         True, seed=0, n_atoms=2, cell_scale=0.7, near_cutoff=False)
-    fn = T._jitted(T.descriptor_fn_for(desc))
+    full = T.all_types_spec()
+    desc = pot.spec.descriptor
     outs = []
     for skin in (0.0, 0.5):
-        pos, cell, g = T.padded_inputs(desc, s, skin=skin)
-        outs.append((fn(pos, cell, pot.params["descriptor"], g), g))
-    (G0, g0), (G1, g1) = outs
+        pos, cell, g = T.padded_inputs(full, s, skin=skin)
+        G, _ = T.descriptor_jacobian_fn(full, False)(pos, cell, init_descriptor_params(full), g)
+        pos, cell, gm = T.padded_inputs(desc, s, skin=skin)
+        G_model = T.cached_jit(T.descriptor_fn_for(desc))(pos, cell, pot.params["descriptor"], gm)
+        outs.append((G, G_model, g))
+    (G0, M0, g0), (G1, M1, g1) = outs
     for k in (0, 1):                                 # the skin really added pairs and triplets
         n0 = sum(int(np.asarray(b[-1]).sum()) for b in (g0.pair_blocks, g0.triplet_blocks)[k])
         n1 = sum(int(np.asarray(b[-1]).sum()) for b in (g1.pair_blocks, g1.triplet_blocks)[k])
         assert n1 > n0
     for a, b in zip(G0, G1):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(M0, M1):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-15, atol=1e-300)
 
 
 def _star(r, directions):
@@ -187,34 +195,41 @@ ANGLED = [[np.cos(a), np.sin(a), 0.0] for a in _A] + [[0.0, 0.0, 1.0]]   # 50°,
 RADII = (3.0, 3.5, 4.0, 4.1)
 
 
-def _star_derivatives(pot, r, directions, select):
-    """(G, dS/dR, groups): weighted-sum gradients for the groups (element, type) restricted to
-    the columns ``select(sf)``; shares the compiled program of test_sf_derivatives."""
-    desc = pot.spec.descriptor
+def _star_checks(pot, r, directions, select):
+    """For the stars: G and dG/dR (plain path, `all_types_spec`), G of the model's descriptor
+    and the forces of the model restricted to the functions ``select(sf)``."""
     s = _star(r, directions)
+    full = T.all_types_spec()             # every type for both centres (generic path, jacfwd)
+    pos, cell, g = T.padded_inputs(full, s, skin=0.6)
+    assert sum(int(np.asarray(m).sum()) for _, _, m in g.pair_blocks) >= 16
+    G, J = T.descriptor_jacobian_fn(full, False)(pos, cell, init_descriptor_params(full), g)
+    desc = pot.spec.descriptor             # the model's own path (fast angular VJP for O)
     pos, cell, g = T.padded_inputs(desc, s, skin=0.6)
-    rows = [np.flatnonzero(np.asarray(m)) for m in g.element_mask]
-    keys = [(c, t) for c in range(len(desc.elements)) for t in T.SF_TYPES]
-    groups = [(c, [k for k, sf in enumerate(desc.functions[c]) if sf.type == t and select(sf)], rows[c])
-              for c, t in keys]
-    W = T.group_weights(desc, groups, g.element_mask[0].shape[0], 1)
-    G, dS = T.descriptor_vjp_fn(desc, True)(pos, cell, pot.params["descriptor"], g, tuple(W))
-    return [np.asarray(x) for x in G], np.asarray(dS), keys, groups, g
+    G_fast = T.cached_jit(T.descriptor_fn_for(desc))(pos, cell, pot.params["descriptor"], g)
+    forces = T.evaluate(T.restrict_to_functions(pot, select), s, skin=0.6)["forces"]
+    return ([np.asarray(x) for x in G], [np.asarray(x) for x in G_fast], [np.asarray(x) for x in J],
+            forces)
 
 
 @pytest.mark.parametrize("r", RADII)
 def test_functions_vanish_at_and_beyond_cutoff(setup, r):
-    """Every function with r_c ≤ r is exactly 0, with exactly zero derivatives, on every atom
-    (all legs ≥ r); the graph (built with a skin) does contain these pairs."""
+    """Every function with r_c ≤ r is exactly 0 with exactly zero derivatives on every atom
+    (all legs ≥ r), in both descriptor paths, and the model restricted to these functions has
+    exactly zero forces; the graph (built with a skin) does contain these pairs."""
     pot, _ = setup
-    G, dS, keys, groups, g = _star_derivatives(pot, r, AXES, lambda sf: sf.rc <= r)
-    assert sum(int(np.asarray(m).sum()) for _, _, m in g.pair_blocks) >= 16
+    G, G_fast, J, forces = _star_checks(pot, r, AXES, lambda sf: sf.rc <= r)
     types = set()
-    for k, ((c, t), (_, cols, _)) in enumerate(zip(keys, groups)):
-        if cols:
-            types.add(t)
-            assert np.all(G[c][:, cols] == 0.0), f"type {t}: G ≠ 0 at r = {r}"
-            assert np.all(dS[k] == 0.0), f"type {t}: dG/dR ≠ 0 at r = {r}"
+    for c, fs in enumerate(T.all_types_spec().functions):
+        for t in T.SF_TYPES:
+            cols = [k for k, sf in enumerate(fs) if sf.type == t and sf.rc <= r]
+            if cols:
+                types.add(t)
+                assert np.all(G[c][:, cols] == 0.0), f"type {t}: G ≠ 0 at r = {r}"
+                assert np.all(J[c][:, cols] == 0.0), f"type {t}: dG/dR ≠ 0 at r = {r}"
+    for c, fs in enumerate(pot.spec.descriptor.functions):
+        cols = [k for k, sf in enumerate(fs) if sf.rc <= r]
+        assert np.all(G_fast[c][:, cols] == 0.0)
+    assert np.all(forces == 0.0)
     if r >= 4.0:
         assert types == set(T.SF_TYPES)
 
@@ -223,8 +238,12 @@ def test_functions_nonzero_just_inside_cutoff(setup):
     """Contrast for the test above: at r = 3.95 every type with r_c = 4 has non-zero values and
     derivatives (angles of 50°, 90° and 100°, so narrow functions see r_jk < r_c too)."""
     pot, _ = setup
-    G, dS, keys, groups, _ = _star_derivatives(pot, 3.95, ANGLED, lambda sf: sf.rc == 4.0)
-    for k, ((c, t), (_, cols, _)) in enumerate(zip(keys, groups)):
-        if cols:
-            assert np.abs(G[c][:, cols]).max() > 0, f"type {t}"
-            assert np.abs(dS[k]).max() > 0, f"type {t}"
+    G, G_fast, J, forces = _star_checks(pot, 3.95, ANGLED, lambda sf: sf.rc == 4.0)
+    for c, fs in enumerate(T.all_types_spec().functions):
+        for t in {sf.type for sf in fs if sf.rc == 4.0}:
+            cols = [k for k, sf in enumerate(fs) if sf.type == t and sf.rc == 4.0]
+            assert np.abs(G[c][:, cols]).max() > 0 and np.abs(J[c][:, cols]).max() > 0, f"type {t}"
+    for c, fs in enumerate(pot.spec.descriptor.functions):
+        cols = [k for k, sf in enumerate(fs) if sf.rc == 4.0]
+        assert np.abs(G_fast[c][:, cols]).max() > 0
+    assert np.abs(forces).max() > 0

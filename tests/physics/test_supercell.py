@@ -58,7 +58,8 @@ def test_locality_two_molecules_far_apart(setup):
                    numbers=np.concatenate([a.numbers, b.numbers]))
     ea, eb, eab = (T.evaluate(pot, x, stress=True) for x in (a, b, ab))
     assert abs(eab["energy"] - (ea["energy"] + eb["energy"])) <= 1e-12 * abs(eab["energy"]) + 1e-12
-    np.testing.assert_allclose(eab["forces"], np.concatenate([ea["forces"], eb["forces"]]), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(eab["forces"], np.concatenate([ea["forces"], eb["forces"]]),
+                               rtol=0, atol=1e-12)
     # and the molecules do interact when they are close
     close = Structure(positions=np.concatenate([a.positions, b.positions - [37.5, 3.0, -2.0]]),
                       numbers=ab.numbers)

@@ -1,10 +1,14 @@
 """Padded batches: union-graph invariants, capacities, cache, and exact energies/forces/stress."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jnnp
+from jnnp.descriptors.plan import make_plan
+from jnnp.geometry.graph import build_graph, graph_sizes, pad_graph
+from jnnp.model.evaluate import compiled_properties
 from jnnp.data.structure import Structure
 from jnnp.testing import small_periodic_cell
 from jnnp.train.batch import Batcher, BatchSizer, build_graphs
@@ -60,7 +64,8 @@ def test_capacity_levels_few_shapes(ethanol, spec):
     sizer = batcher.sizer
     big = sizer.sizes(list(range(8)) * 3)          # far more than a batch: a higher level still fits
     need = sizer.needs[list(range(8)) * 3].sum(0)
-    caps = np.array([big["atoms"], big["pairs"], *big["elements"], *big["pair_blocks"], *big["triplet_blocks"]])
+    caps = np.array([big["atoms"], big["pairs"], *big["elements"], *big["pair_blocks"],
+                     *big["triplet_blocks"]])
     assert np.all(caps >= need)
 
 
@@ -87,33 +92,68 @@ def test_graph_disk_cache(tmp_path, ethanol, spec):
     assert len(list(tmp_path.glob("graphs-*.npz"))) == 2
 
 
-def test_batched_equals_per_structure_molecules(ethanol, potential):
-    """Energies and forces of padded batches (incl. a partial one) equal jnnp.compute."""
-    structs = list(ethanol[20:26])
+def _periodic_and_molecule():
+    cells = [small_periodic_cell(triclinic=True, seed=1, n_atoms=6),
+             small_periodic_cell(triclinic=False, seed=2, n_atoms=9),
+             small_periodic_cell(triclinic=True, seed=3, n_atoms=7)]
+    mol = Structure(positions=[[0, 0, 0], [1.1, 0, 0], [-0.4, 1.0, 0.1], [1.5, 1.0, 0.3]],
+                    numbers=[6, 1, 1, 8])
+    return cells + [mol]
+
+
+@pytest.fixture(scope="module")
+def references(ethanol, potential):
+    """Per-structure results of jnnp.compute's compiled program (`compiled_properties`, one
+    graph per structure, as `jnnp.compute` calls it), with every graph padded to common
+    capacities so that the module compiles it only once."""
+    structures = list(ethanol[20:26]) + _periodic_and_molecule()
+    plan = make_plan(potential.spec.descriptor)
+    graphs = [build_graph(plan, s.positions, s.numbers, s.cell, s.pbc, chunk=1) for s in structures]
+    sizes = [graph_sizes(g) for g in graphs]
+    common = {k: (max(x[k] for x in sizes) if isinstance(sizes[0][k], int)
+                  else tuple(max(v) for v in zip(*(x[k] for x in sizes)))) for k in sizes[0]}
+    fn = compiled_properties(potential.spec, True, True)
+    out = []
+    for s, g in zip(structures, graphs):
+        pos = np.zeros((common["atoms"], 3))
+        pos[:s.n_atoms] = s.positions
+        r = fn(potential.params, jnp.asarray(pos), jnp.asarray(s.cell), pad_graph(g, common, plan))
+        out.append({"energy": float(r["energy"]), "forces": np.asarray(r["forces"])[:s.n_atoms],
+                    "stress": np.asarray(r["stress"])})
+    return structures, out
+
+
+def test_batched_equals_per_structure_molecules(references, potential):
+    """Energies and forces of padded batches of 4 (the second one half empty) equal the
+    per-structure results."""
+    structs, refs = references[0][:6], references[1][:6]
     out = predict(potential, structs, batch_size=4)
-    for s, o in zip(structs, out):
-        ref = jnnp.compute(potential, s, stress=False)
+    for s, o, ref in zip(structs, out, refs):
         assert abs(o["energy"] - ref["energy"]) < 1e-10
         np.testing.assert_allclose(o["forces"], ref["forces"], rtol=0, atol=1e-10)
 
 
-def test_batched_equals_per_structure_periodic(potential):
+def test_batched_equals_per_structure_periodic(references, potential):
     """Periodic cells of different shape and size (atoms see their own images) batched with a
-    molecule: each keeps its own cell; energies, forces and stress equal jnnp.compute."""
-    cells = [small_periodic_cell(triclinic=True, seed=1, n_atoms=6),
-             small_periodic_cell(triclinic=False, seed=2, n_atoms=9),
-             small_periodic_cell(triclinic=True, seed=3, n_atoms=7)]
-    mol = Structure(positions=[[0, 0, 0], [1.1, 0, 0], [-0.4, 1.0, 0.1], [1.5, 1.0, 0.3]], numbers=[6, 1, 1, 8])
-    structs = cells + [mol]
+    molecule: each keeps its own cell; energies, forces and stress equal the per-structure ones."""
+    structs, refs = references[0][6:], references[1][6:]
     out = predict(potential, structs, batch_size=3, stress=True)
-    for s, o in zip(structs, out):
-        ref = jnnp.compute(potential, s, stress=s.periodic)
+    for s, o, ref in zip(structs, out, refs):
         assert abs(o["energy"] - ref["energy"]) < 1e-10
         np.testing.assert_allclose(o["forces"], ref["forces"], rtol=0, atol=1e-10)
         if s.periodic:
             np.testing.assert_allclose(o["stress"], ref["stress"], rtol=0, atol=1e-10)
         else:
             assert np.all(o["stress"] == 0)
+
+
+@pytest.mark.slow
+def test_compute_agrees_with_reference_program(references, potential):
+    """The reference equals jnnp.compute itself (one structure: one more compilation)."""
+    s, ref = references[0][0], references[1][0]
+    out = jnnp.compute(potential, s, stress=False)
+    assert abs(out["energy"] - ref["energy"]) < 1e-10
+    np.testing.assert_allclose(out["forces"], ref["forces"], rtol=0, atol=1e-10)
 
 
 def test_sizer_validates():

@@ -23,7 +23,8 @@ def test_loss_terms_masks(ethanol, spec):
     structs, b = _batch(ethanol, spec)
     rng = np.random.default_rng(0)
     A = b.positions.shape[0]
-    pred = {"energy": jnp.asarray(b.energy + rng.normal(size=4)), "forces": jnp.asarray(b.forces + rng.normal(size=(A, 3)))}
+    pred = {"energy": jnp.asarray(b.energy + rng.normal(size=4)),
+            "forces": jnp.asarray(b.forces + rng.normal(size=(A, 3)))}
     # poison everything that must be masked out: padding slot/atoms, unlabelled entries
     e = np.asarray(pred["energy"]).copy()
     e[2:] = np.nan

@@ -1,17 +1,14 @@
 """Reference energies, energy unit and symmetry-function statistics from the training split."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jnnp.data.structure import Structure
-from jnnp.descriptors.compute import make_descriptor_fn
 from jnnp.descriptors.scaling import scaling_statistics
-from jnnp.testing import graph_of
 from jnnp.train.batch import Batcher
-from jnnp.train.normalize import (composition_matrix, descriptor_statistics, energy_scale,
-                                  fit_reference_energies, normalize_potential, residual_energies)
+from jnnp.train.normalize import (_descriptor_energy_fn, descriptor_statistics, energy_scale,
+                                  normalize_potential)
+from jnnp.train.reference import composition_matrix, fit_reference_energies, residual_energies
 
 
 def _synthetic(e_ref, n=12, seed=0, noise=0.0):
@@ -64,18 +61,21 @@ def test_energy_scale_kinds():
         energy_scale(structs, (1, 6, 8), e_ref, "bogus")
 
 
-def test_descriptor_statistics_match_per_structure(ethanol, potential):
+def test_descriptor_statistics_streaming(ethanol, potential):
+    """Streaming statistics over batches equal n2p2's statistics of all rows at once."""
     structs = list(ethanol[:7])
-    stats = descriptor_statistics(potential.spec, potential.params, Batcher(potential.spec, structs, 3))
-    desc = potential.spec.descriptor
-    fn = jax.jit(make_descriptor_fn(desc))
-    rows = [[] for _ in desc.elements]
-    for s in structs:
-        G = fn(potential.params["descriptor"], jnp.asarray(s.positions), jnp.asarray(s.cell), graph_of(desc, s))
-        for c, g in enumerate(G):
-            rows[c].append(np.asarray(g))
+    batcher = Batcher(potential.spec, structs, 4)
+    stats = descriptor_statistics(potential.spec, potential.params, batcher)
+    fn = _descriptor_energy_fn(potential.spec, "float64")
+    rows = [[] for _ in stats]
+    for batch in batcher.batches():
+        G, _ = fn(potential.params, batch)
+        for c in range(len(stats)):
+            rows[c].append(np.asarray(G[c])[np.asarray(batch.graph.element_mask[c])])
     for c, st in enumerate(stats):
-        ref = scaling_statistics(np.concatenate(rows[c]))
+        all_rows = np.concatenate(rows[c])
+        assert len(all_rows) == 7 * (6, 2, 1)[c]
+        ref = scaling_statistics(all_rows)
         for k in ("min", "max", "mean", "sigma"):
             np.testing.assert_allclose(st[k], ref[k], rtol=1e-10, atol=1e-12)
 

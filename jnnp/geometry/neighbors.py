@@ -87,7 +87,7 @@ def _quiet(fn, *args, **kwargs):
 
 def _lower_triangular(cell):
     """Rotate a row cell to lower-triangular form (positive diagonal), as jax-md's box needs."""
-    q, r = np.linalg.qr(cell.T)
+    _, r = np.linalg.qr(cell.T)
     return (np.sign(np.diag(r))[:, None] * r).T
 
 

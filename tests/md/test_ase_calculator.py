@@ -4,7 +4,7 @@ optimiser and MD, and one compiled program per size bucket (float64)."""
 import ase
 import numpy as np
 import pytest
-from _models import BOUND_CLUSTER_SEED, cheap_potential, cluster, random_box
+from _models import BOUND_CLUSTER_SEED, cheap_potential, cluster, fast_compiles, random_box
 from ase import units
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.md.velocitydistribution import Stationary
@@ -26,6 +26,13 @@ def _atoms(structure, potential):
 def _structure(atoms):
     return jnnp.Structure(positions=atoms.positions, numbers=atoms.numbers, cell=np.asarray(atoms.cell),
                           pbc=atoms.pbc)
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compiles():
+    with fast_compiles():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _models import CU, SI, cheap_potential, random_box
+from _models import CU, SI, cheap_potential, fast_compiles, random_box
 
 from jnnp.config.schema import MDConfig
 from jnnp.descriptors.plan import make_plan
@@ -39,6 +39,13 @@ def _cfg(steps, **kw):
 def _restart_leaves(run_dir):
     with np.load(run_dir / "restart.npz") as data:
         return {k: data[k] for k in data.files}
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compiles():
+    with fast_compiles():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,6 @@ def _restart_leaves(run_dir):
         return {k: data[k] for k in data.files}
 
 
-
 @pytest.fixture(scope="module", autouse=True)
 def _fast_compiles():
     with fast_compiles():

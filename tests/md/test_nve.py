@@ -32,7 +32,6 @@ SKIN = 1.4  # Å: lasts the whole run (asserted)
 TINY_SKIN = 0.05  # Å: rebuilds every few steps
 
 
-
 @pytest.fixture(scope="module", autouse=True)
 def _fast_compiles():
     with fast_compiles():

@@ -1,20 +1,11 @@
-"""Strict test environment: float64 on, NaN/inf trapped, paths to shared data."""
+"""Strict test environment: float64 on; paths to shared data live in _shared.py."""
 
+import sys
 from pathlib import Path
 
 import jax
-import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 jax.config.update("jax_enable_x64", True)
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-TEST_DATA = REPO / "tests" / "data"
-
-
-def shared_path(*parts) -> Path:
-    """Path inside ../shared/data; the calling test is skipped when it is missing."""
-    p = SHARED_DATA.joinpath(*parts)
-    if not p.exists():
-        pytest.skip(f"shared data not available: {p}")
-    return p
+from _shared import REPO, SHARED_DATA, TEST_DATA, shared_path  # noqa: E402,F401

@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import REPO
+from _shared import REPO
 
 
 def _commands():

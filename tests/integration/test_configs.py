@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import REPO, SHARED_DATA
+from _shared import REPO, SHARED_DATA
 from jnnp.config import load_config
 from jnnp.errors import ConfigError
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import jnnp
-from conftest import shared_path
+from _shared import shared_path
 from jnnp.units import BOHR, HARTREE
 
 pytestmark = pytest.mark.shared_data

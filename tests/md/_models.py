@@ -90,7 +90,7 @@ def _place(n_cu, n_si, rng, box):
     return np.asarray(pos), np.array([CU] * n_cu + [SI] * n_si)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def random_box(seed: int = 0) -> Structure:
     """24 atoms (8 Cu, 16 Si) in a periodic cubic cell of side `BOX_L` Å; no distance within
     CUTOFF_MARGIN of r_c (so tiny displacements/strains keep the neighbour graph)."""
@@ -98,7 +98,7 @@ def random_box(seed: int = 0) -> Structure:
     return Structure(positions=pos, numbers=numbers, cell=np.eye(3) * BOX_L, pbc=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cluster(seed: int = 1) -> Structure:
     """8 atoms (3 Cu, 5 Si) in free space: a randomly distorted cube of edge 2 Å, so that all
     distances lie in ≈ [1.8, 3.6] Å, well inside r_c — relaxing or moving it a little never
@@ -120,7 +120,7 @@ def _statistics(spec: DescriptorSpec, rng) -> tuple:
     return tuple(stats)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cheap_potential(angular: bool = True, seed: int = 0):
     """The shared float64 test potential (see the module docstring).
 

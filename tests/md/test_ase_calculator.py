@@ -110,7 +110,7 @@ def test_compiled_once_per_size_bucket(which, request, potential):
     if n_programs is None:
         pytest.skip("this JAX does not expose the jit cache size")
     for seed in range(3):
-        atoms.positions = atoms.positions + np.random.default_rng(seed).normal(scale=1e-3, size=(len(atoms), 3))
+        atoms.positions += np.random.default_rng(seed).normal(scale=1e-3, size=(len(atoms), 3))
         assert atoms.get_potential_energy() != e0
         atoms.get_forces()
     assert compiled_properties.cache_info().misses == misses

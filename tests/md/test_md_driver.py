@@ -29,11 +29,10 @@ SAMPLES_PER_CHUNK = 5
 
 
 def _cfg(steps, **kw):
-    base = dict(ensemble="nve", timestep_fs=1.0, steps=steps, temperature_k=150.0,
-                thermo_every=THERMO_EVERY, trajectory_every=THERMO_EVERY, samples_per_chunk=SAMPLES_PER_CHUNK,
-                skin=1.0, neighbors="host", seed=3)
-    base.update(kw)
-    return MDConfig(**base)
+    base = {"ensemble": "nve", "timestep_fs": 1.0, "steps": steps, "temperature_k": 150.0,
+            "thermo_every": THERMO_EVERY, "trajectory_every": THERMO_EVERY,
+            "samples_per_chunk": SAMPLES_PER_CHUNK, "skin": 1.0, "neighbors": "host", "seed": 3}
+    return MDConfig(**{**base, **kw})
 
 
 def _restart_leaves(run_dir):
@@ -56,7 +55,8 @@ def potential():
 def continuous(potential, tmp_path_factory):
     """A straight run of 2N steps: (run_dir, summary)."""
     run_dir = tmp_path_factory.mktemp("md") / "continuous"
-    return run_dir, run_md(potential, random_box(), _cfg(2 * N, rdf_pairs=[(SI, CU)]), run_dir, progress=False)
+    cfg = _cfg(2 * N, rdf_pairs=[(SI, CU)])
+    return run_dir, run_md(potential, random_box(), cfg, run_dir, progress=False)
 
 
 def test_run_md_writes_all_outputs(continuous):

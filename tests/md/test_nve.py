@@ -158,8 +158,8 @@ def test_energy_error_scales_as_dt_squared(nve):
     errors = []
     times = None
     for dt in dts:
-        n_steps = int(round(span_fs / dt))
-        _, t, e = nve.loop(nve.state0, n_steps, dt, every=int(round(dts[0] / dt)))
+        n_steps = round(span_fs / dt)
+        _, t, e = nve.loop(nve.state0, n_steps, dt, every=round(dts[0] / dt))
         times = t if times is None else times
         np.testing.assert_allclose(t, times)  # compared at the same physical times
         errors.append(np.max(np.abs(e - e[0])))
@@ -176,7 +176,7 @@ def test_chunk_equals_python_loop(nve):
     """One driver chunk (lax.scan of fori_loops, neighbour check each step) == the jax-md step
     called THERMO_EVERY × SAMPLES_PER_CHUNK times from Python with the same graph."""
     state, gstate, out = nve.chunk(nve.state0, nve.gstate0)
-    ok, e_pot, e_kin, temp, pos, mom = (np.asarray(x) for x in out)
+    ok, e_pot, e_kin, _, pos, mom = (np.asarray(x) for x in out)
     assert ok.all() and not bool(gstate.overflow)
     s, g = nve.state0, nve.gstate0
     dt = nve.ens.dt

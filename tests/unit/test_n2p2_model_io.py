@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 import jnnp
-from conftest import shared_path
+from _shared import shared_path
 from jnnp.descriptors.params import init_descriptor_params
 from jnnp.descriptors.scaling import apply_scaling
 from jnnp.descriptors.spec import DescriptorSpec, SymFunc, sort_key

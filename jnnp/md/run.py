@@ -64,25 +64,30 @@ def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, sa
         return state, gstate, overflow | gstate.overflow
 
     def block(c):
-        return jax.lax.fori_loop(0, thermo_every, step, (c[0], c[1], jnp.asarray(False)))
+        state, gstate, overflow = jax.lax.fori_loop(0, thermo_every, step, (c[0], c[1], jnp.asarray(False)))
+        # The block's last step moved the atoms after the last check: validate the end state too.
+        gstate = graph_update(state.position, gstate)
+        return state, gstate, overflow | gstate.overflow
 
     def skip(c):
         return c[0], c[1], jnp.asarray(True)
 
-    def sample(carry, _):
-        state, gstate, stopped = carry
+    def sample(carry, i):
+        state, gstate, stopped, n_max = carry
+        stopped = stopped | (i >= n_max)
         new_state, new_g, overflow = jax.lax.cond(stopped, skip, block, (state, gstate))
         ok = ~overflow
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         state, gstate = keep(new_state, state), keep(new_g, gstate)
         e_pot = energy_fn(state.position, graph=gstate.graph, cell=cell)
         out = (ok, e_pot, kinetic_energy(state), temperature_k(state), state.position, state.momentum)
-        return (state, gstate, stopped | overflow), out
+        return (state, gstate, stopped | overflow, n_max), out
 
     @jax.jit
-    def chunk(state, gstate):
-        (state, gstate, _), out = jax.lax.scan(sample, (state, gstate, jnp.asarray(False)), None,
-                                               length=samples)
+    def chunk(state, gstate, n_max=samples):
+        """Run at most ``n_max`` (≤ samples, dynamic) sampling blocks."""
+        (state, gstate, _, _), out = jax.lax.scan(sample, (state, gstate, jnp.asarray(False), n_max),
+                                                  jnp.arange(samples))
         return state, gstate, out
 
     return chunk
@@ -98,18 +103,19 @@ def run_chunks(chunk_fn, state, gstate, graph_fns, n_samples: int, thermo_every:
     rebuilds, wall, done, failures = 0, 0.0, 0, 0
     while done < n_samples:
         t0 = time.perf_counter()
-        state, gstate, out = chunk_fn(state, gstate)
+        want = n_samples - done
+        state, gstate, out = chunk_fn(state, gstate, want)
         ok = np.asarray(out[0])
         wall += time.perf_counter() - t0
-        n_ok = int(ok.sum())  # valid samples form a prefix
-        n_ok = min(n_ok, n_samples - done)
+        n_ok = int(ok.sum())  # valid samples form a prefix; the state stopped after the last one
+        want = min(want, len(ok))
         if n_ok:
             for k, v in zip(("e_pot", "e_kin", "T", "R", "P"), out[1:]):
                 rec[k].append(np.asarray(v)[:n_ok])
             done += n_ok
             if on_chunk is not None:
                 on_chunk(first_step + done * thermo_every, state, gstate, [np.asarray(v)[:n_ok] for v in out[1:]])
-        if not ok.all() and done < n_samples:
+        if n_ok < want and done < n_samples:
             # The rest of the chunk was discarded; rebuild neighbours at the last valid state.
             rebuilds += 1
             failures = failures + 1 if n_ok == 0 else 0
@@ -127,5 +133,5 @@ def run_chunks(chunk_fn, state, gstate, graph_fns, n_samples: int, thermo_every:
 def init_state(init_fn, positions, masses, ensemble: Ensemble, key, graph, cell, momenta=None):
     """jax-md initial state with Maxwell–Boltzmann momenta at the ensemble temperature (zero
     total momentum), or the given momenta [amu·Å/time unit]."""
-    return init_fn(key, positions, ensemble.kT, mass=masses, graph=graph, cell=cell,
+    return init_fn(key, positions, kT=ensemble.kT, mass=masses, graph=graph, cell=cell,
                    **({} if momenta is None else {"momenta": momenta}))

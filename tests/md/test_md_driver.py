@@ -109,11 +109,6 @@ def test_resume_equals_continuous_run(potential, continuous, tmp_path):
     assert (run_dir / "trajectory.extxyz").read_text() == (ref_dir / "trajectory.extxyz").read_text()
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="jnnp.md.run.init_state bug: it passes kT positionally, but jax-md's "
-                   "nvt_nose_hoover/nvt_langevin init_fn(key, R, mass=..., **kwargs) take no kT "
-                   "argument there -> TypeError 'got multiple values for argument mass', so run_md "
-                   "cannot run any NVT ensemble")
 @pytest.mark.parametrize("ensemble", ["nvt_nose_hoover", "nvt_langevin"])
 def test_run_md_nvt(potential, ensemble, tmp_path):
     summary = run_md(potential, random_box(), _cfg(N, ensemble=ensemble, temperature_k=300.0, tau_fs=20.0,

@@ -27,8 +27,8 @@ T_INIT = 100.0  # K
 DT_FS = 0.5
 THERMO_EVERY = 5
 SAMPLES_PER_CHUNK = 10
-N_SAMPLES = 40  # 200 steps = 100 fs (the fastest atom moves ≈ 0.55 Å)
-SKIN = 1.4  # Å: lasts the whole run (asserted)
+N_SAMPLES = 40  # 200 steps = 100 fs
+SKIN = 1.4  # Å: lasts the whole run (no atom moves skin/2 = 0.7 Å; asserted)
 TINY_SKIN = 0.05  # Å: rebuilds every few steps
 
 
@@ -50,7 +50,7 @@ class NVE:
         self.R0 = jnp.asarray(self.box.positions)
         self.ens = Ensemble("nve", DT_FS, T_INIT)
         self.energy_fn = make_md_energy_fn(self.pot)
-        self.init_fn, self.apply_fn = make_integrator(self.energy_fn, self.ens)
+        _, self.apply_fn = make_integrator(self.energy_fn, self.ens)
         self.fns = self.graph_fns(SKIN)
         self.gstate0 = self.fns.allocate(self.R0)
         self.chunk = make_chunk_fn(self.energy_fn, self.apply_fn, self.fns.update, self.cell,
@@ -72,7 +72,7 @@ class NVE:
         mass = masses_of(self.box.numbers)[:, None]
         p = np.random.default_rng(7).normal(size=(self.n, 3)) * np.sqrt(np.asarray(mass) * KB * T_INIT)
         state = NVEState(self.R0, jnp.asarray(p - p.mean(0)), jnp.zeros_like(self.R0), mass)
-        self.state0, self.e_tot0 = step(state, self.gstate0.graph, 0.0, self.no_drop)  # dt = 0: sets F
+        self.state0, _ = step(state, self.gstate0.graph, 0.0, self.no_drop)  # dt = 0: only sets F
         self._reference = None
 
     def graph_fns(self, skin):
@@ -222,10 +222,6 @@ def test_rebuilds_do_not_change_the_trajectory(nve):
     np.testing.assert_allclose(run.e_pot[k - 1], ref.e_pot[: len(k)], rtol=0, atol=1e-10)
 
 
-@pytest.mark.xfail(strict=True, reason="run_chunks bug: when n_samples is not a multiple of the chunk's "
-                   "samples, the last chunk runs to its end and only its samples are truncated, so "
-                   "MDRun.state (and the state on_chunk/run_md save in restart.npz as step n) lies "
-                   "samples_per_chunk − remainder samples beyond the requested step")
 def test_run_chunks_final_state_is_at_the_last_step(nve):
     n_samples = 3  # < SAMPLES_PER_CHUNK
     run = run_chunks(nve.chunk, nve.state0, nve.gstate0, nve.fns, n_samples, THERMO_EVERY, DT_FS)
@@ -233,11 +229,6 @@ def test_run_chunks_final_state_is_at_the_last_step(nve):
     np.testing.assert_allclose(run.state.position, run.positions[-1], rtol=0, atol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="make_chunk_fn bug: each step checks the neighbour data at the "
-                   "position *before* it moves, so the last step of a block moves atoms (and computes "
-                   "forces, and the sample's E_pot) beyond the skin unchecked; the block is accepted, "
-                   "a pair that entered the cutoff from beyond r_c + skin is missing from that force "
-                   "and energy, and the returned state lies outside its graph's validity")
 def test_accepted_samples_never_use_an_invalid_graph(nve):
     """Two atoms approach so fast that the graph (r_c + 1.4 Å) is still valid after 4 steps of
     the first 5-step block (each moved 0.69 Å < skin/2) but not after the 5th (0.86 Å each; their

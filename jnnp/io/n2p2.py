@@ -10,12 +10,12 @@ Short-range (2G) HDNNPs only; 4G models (``nnp_type 4``) are refused with a clea
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
+from jnnp.atomic import atomic_write_text
 from jnnp.data.elements import atomic_number, symbol
 from jnnp.descriptors.spec import DescriptorSpec, SymFunc
 from jnnp.descriptors.params import init_descriptor_params
@@ -440,14 +440,14 @@ def write_n2p2(potential: Potential, directory, *, length_unit=None, energy_unit
     if spec.normalize_nodes:
         lines.append("normalize_nodes")
     lines += [_sf_line(sf, L) for fs in desc.functions for sf in fs]
-    _atomic_write(d / "input.nn", "\n".join(lines) + "\n")
+    atomic_write_text(d / "input.nn", "\n".join(lines) + "\n")
 
     rows = ["# e_index sf_index sf_min sf_max sf_mean sf_sigma"]
     for e, st in enumerate(p["scaling"], 1):
         for k in range(len(st["min"])):
             rows.append(f"{e:10d} {k + 1:10d} " + " ".join(
                 f"{float(st[f][k]):24.16E}" for f in ("min", "max", "mean", "sigma")))
-    _atomic_write(d / "scaling.data", "\n".join(rows) + "\n")
+    atomic_write_text(d / "scaling.data", "\n".join(rows) + "\n")
 
     for z, net in zip(spec.elements, p["networks"]):
         out = ["# connection t index l_s n_s l_e n_e"]
@@ -462,16 +462,10 @@ def write_n2p2(potential: Potential, directory, *, length_unit=None, energy_unit
             for j in range(w.shape[1]):
                 idx += 1
                 out.append(f"{b[j]:24.16E} b {idx:9d} {k + 1:5d} {j + 1:5d}")
-        _atomic_write(d / f"weights.{z:03d}.data", "\n".join(out) + "\n")
+        atomic_write_text(d / f"weights.{z:03d}.data", "\n".join(out) + "\n")
 
 
 def jax_to_numpy(tree):
     import jax
     return jax.tree.map(lambda x: np.asarray(x, dtype=np.float64) if np.issubdtype(np.asarray(x).dtype, np.floating)
                         else np.asarray(x), tree)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jnnp.atomic import atomic_write_bytes, atomic_write_npz  # noqa: F401  (re-exported)
 from jnnp.units import TIME_UNIT_FS
 
 __all__ = [
@@ -45,45 +46,6 @@ _THERMO_HEADER = ",".join(THERMO_COLUMNS)
 
 # --------------------------------------------------------------------------------------------
 # atomic writes
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: tmp file in the same folder, fsync, ``os.replace``.
-
-    A reader (or a crash) sees either the old file or the complete new one, never a torn file.
-    """
-    path = Path(path)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_npz(path, **arrays) -> Path:
-    """`numpy.savez` to ``path`` atomically (the name is used as given; no ``.npz`` is appended)."""
-    path = Path(path)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,7 +225,7 @@ def _truncate_xyz(path: Path, last_step: int) -> None:
 def _truncate_traj(path: Path, last_step: int) -> None:
     from ase.io.trajectory import Trajectory
 
-    tmp = _tmp_name(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with Trajectory(path, "r") as src, Trajectory(tmp, "w") as dst:
             try:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 from flax import serialization
+
+from jnnp.atomic import atomic_write_bytes
 
 from jnnp.descriptors.spec import DescriptorSpec, SymFunc
 from jnnp.model.potential import Potential, PotentialSpec, init_potential
@@ -88,18 +88,7 @@ def _spec_hash(spec_dict: dict) -> str:
 # ----------------------------------------------------------------------------------------------
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, data)
 
 
 def _to_host(tree):

@@ -23,6 +23,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from jnnp.atomic import atomic_write_text  # noqa: F401  (re-exported)
 import numpy as np
 
 from jnnp.data.elements import symbol
@@ -137,21 +138,6 @@ class ErrorAccumulator:
 # ----------------------------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------------------------
-
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def _clean(obj):
     if isinstance(obj, dict):

@@ -80,9 +80,9 @@ def _cmd_convert(args) -> int:
     if args.to == "n2p2":
         write_n2p2(pot, args.output, length_unit=args.length_unit, energy_unit=args.energy_unit)
     else:
-        from jnnp.train.checkpoint import save_potential
+        from jnnp.train.checkpoint import save_model
 
-        save_potential(pot, args.output)
+        save_model(args.output, pot)
     print(f"wrote {args.to} model to {args.output}")
     return 0
 

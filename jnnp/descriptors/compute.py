@@ -128,6 +128,8 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
     ctype = spec.cutoff_type
 
     def descriptor_fn(params, positions, cell, graph):
+        positions = jnp.asarray(positions)
+        cell = jnp.asarray(cell, positions.dtype)
         dtype = positions.dtype
         alpha = jnp.asarray(params["alpha"], dtype) if "alpha" in trainable else spec.cutoff_alpha
 

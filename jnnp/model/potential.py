@@ -106,6 +106,7 @@ def make_atomic_energy_fn(spec: PotentialSpec):
     net = spec.network()
 
     def atomic_energy_fn(params, positions, cell, graph):
+        positions = jnp.asarray(positions)
         dtype = positions.dtype
         G = descriptor_fn(params["descriptor"], positions, cell, graph)
         e_atom = jnp.zeros(positions.shape[0], dtype)

@@ -154,10 +154,10 @@ def make_exp_angular_block(ctype: int, alpha: float, columns, tile_size: int = 8
             tp, tq = (jnp.pad(a, ((0, pad), (0, 0))) for a in (tp, tq))
             mask = jnp.pad(mask, ((0, pad), (0, 0)))
             chunk_local = jnp.pad(chunk_local, (0, pad), mode="edge")
-        return tp.reshape(n, R, S), tq.reshape(n, R, S), chunk_local, mask.reshape(n, R, S), C
+        return tp.reshape(n, R, S), tq.reshape(n, R, S), chunk_local, mask.reshape(n, R, S)
 
     def forward(vxyz, tp, tq, chunk_local, mask, n_seg):
-        tp3, tq3, loc, m3, C = tiles(tp, tq, chunk_local, mask)
+        tp3, tq3, loc, m3 = tiles(tp, tq, chunk_local, mask)
         sums = jax.lax.map(lambda a: tile_sums(vxyz, *a), (tp3, tq3, m3))
         sums = sums.reshape(-1, len(cols))
         return jax.ops.segment_sum(sums, loc, n_seg, indices_are_sorted=True)
@@ -171,7 +171,7 @@ def make_exp_angular_block(ctype: int, alpha: float, columns, tile_size: int = 8
 
     def bwd(n_seg, res, g):
         vxyz, tp, tq, chunk_local, mask = res
-        tp3, tq3, loc, m3, C = tiles(tp, tq, chunk_local, mask)
+        tp3, tq3, loc, m3 = tiles(tp, tq, chunk_local, mask)
         gl = g.at[loc].get(mode="promise_in_bounds").reshape(tp3.shape[0], tp3.shape[1], len(cols))
 
         gv = jax.lax.map(lambda a: tile_grads(vxyz, *a), (tp3, tq3, m3, gl))

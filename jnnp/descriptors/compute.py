@@ -50,17 +50,6 @@ class _Columns:
         return np.flatnonzero(np.isin(self.types, list(types)))
 
 
-class _Cache(dict):
-    """Memoise shared sub-expressions by static key (None key = trainable: never shared)."""
-
-    def get_or(self, key, fn):
-        if key is None or any(k is None for k in key):
-            return fn()
-        if key not in self:
-            self[key] = fn()
-        return self[key]
-
-
 def _take(x, idx):
     """x[idx] along axis 0; graph indices are always in bounds (padding points at entry 0)."""
     return x.at[idx].get(mode="promise_in_bounds")
@@ -148,10 +137,12 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
         vec = edge_vectors(positions, cell, graph.pair_i, graph.pair_j, graph.pair_shift)
         r_pair = safe_norm(vec)
         vxyz = (vec[:, 0], vec[:, 1], vec[:, 2])
-        pair_cache = _Cache()
+        pair_cache = {}
 
         def fc_pair(rc):  # f_c(r) of every pair for a static r_c, shared by all blocks
-            return pair_cache.get_or(("fc", rc), lambda: _cutoff(ctype, r_pair, rc, alpha))
+            if rc not in pair_cache:
+                pair_cache[rc] = _cutoff(ctype, r_pair, rc, alpha)
+            return pair_cache[rc]
 
         out = [jnp.zeros((graph.element_atoms[c].shape[0], len(spec.functions[c])), dtype)
                for c in range(nel)]

@@ -8,13 +8,12 @@ discards the chunk, calls ``reallocate`` at the chunk's start and re-runs it.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
 from jnnp.geometry.graph import build_graph, graph_sizes, pad_graph
+from jnnp.geometry.neighbors import GraphFns
 
 __all__ = ["HostGraphState", "make_host_graph_fns"]
 
@@ -24,12 +23,6 @@ class HostGraphState:
     graph: object
     reference: jnp.ndarray  # (N, 3) positions at build time [Å]
     overflow: jnp.ndarray  # () bool, sticky
-
-
-class GraphFns(NamedTuple):
-    allocate: object
-    update: object
-    reallocate: object
 
 
 def make_host_graph_fns(plan, numbers, cell, pbc, skin: float = 1.0, granularity: float = 0.25) -> GraphFns:

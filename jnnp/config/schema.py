@@ -80,6 +80,9 @@ class ModelConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """Training settings: the single source of their names and defaults (`jnnp.train.loop.
+    TrainSettings`, the library's form, takes its defaults from here)."""
+
     epochs: PositiveInt = 100
     batch_size: PositiveInt = 8
     optimizer: Literal["adam", "adamw", "kalman"] = "adam"
@@ -94,6 +97,19 @@ class TrainConfig(_Strict):
     patience: PositiveInt = 50
     seed: int = 0
     max_time_s: float | None = Field(None, gt=0.0, description="stop training after this wall time")
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0, description="reduce-on-plateau learning-rate factor")
+    plateau_patience: PositiveInt = Field(10, description="reduce-on-plateau patience [epochs]")
+    kalman_lambda: float = Field(0.98, gt=0.0, le=1.0, description="Kalman forgetting factor λ_0")
+    kalman_nu: float = Field(0.9987, gt=0.0, le=1.0, description="Kalman λ relaxation ν")
+    kalman_epsilon: PositiveFloat = Field(0.01, description="Kalman covariance initialised to I/ε")
+    kalman_forces_per_update: int = Field(8, ge=0, description="force components per Kalman update")
+    normalize: bool = Field(True, description="fit reference energies, energy unit and SF scaling")
+    energy_scale: Literal["auto", "energy_std", "force_rms"] | PositiveFloat = Field(
+        "auto", description="energy unit of the network output: a rule or a number [eV]")
+    eval_batch_size: PositiveInt | None = Field(None, description="validation batch size (default batch_size)")
+    growth: float = Field(1.25, gt=1.0, description="capacity ratio between padded batch shapes")
+    cache_graphs: bool = Field(True, description="keep neighbour lists in run_dir/cache")
+    plots: bool = Field(True, description="write PNG plots at the end")
 
 
 class MDConfig(_Strict):

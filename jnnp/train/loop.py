@@ -31,6 +31,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jnnp.config.schema import TrainConfig
 from jnnp.train.batch import Batcher
 from jnnp.train.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint, save_model
 from jnnp.train.kalman import kalman_filter, make_kalman_train_step
@@ -47,9 +48,14 @@ __all__ = ["TrainSettings", "History", "fit", "evaluate", "make_optimizer_for"]
 OPTIMIZERS = ("adam", "adamw", "kalman")
 
 
+# The defaults live in one place, the YAML schema (`jnnp.config.schema.TrainConfig`, pydantic only,
+# cheap to import); tests/train/test_train_settings.py checks that the two field sets agree.
+_DEFAULTS = TrainConfig()
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """Training configuration (field names follow `jnnp.config.schema.TrainConfig`).
+    """Training configuration: the fields of `jnnp.config.schema.TrainConfig`, with its defaults.
 
     Attributes:
         epochs, batch_size: passes over the training set; structures per batch.
@@ -72,32 +78,32 @@ class TrainSettings:
         plots: write PNG plots at the end.
     """
 
-    epochs: int = 100
-    batch_size: int = 8
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    schedule: str = "cosine"
-    warmup_epochs: int = 0
-    weight_decay: float = 0.0
-    energy_weight: float = 1.0
-    force_weight: float = 10.0
-    stress_weight: float = 0.0
-    clip_norm: float | None = 10.0
-    patience: int = 50
-    seed: int = 0
-    max_time_s: float | None = None
-    plateau_factor: float = 0.5
-    plateau_patience: int = 10
-    kalman_lambda: float = 0.98
-    kalman_nu: float = 0.9987
-    kalman_epsilon: float = 0.01
-    kalman_forces_per_update: int = 8
-    normalize: bool = True
-    energy_scale: str | float = "auto"
-    eval_batch_size: int | None = None
-    growth: float = 1.25
-    cache_graphs: bool = True
-    plots: bool = True
+    epochs: int = _DEFAULTS.epochs
+    batch_size: int = _DEFAULTS.batch_size
+    optimizer: str = _DEFAULTS.optimizer
+    learning_rate: float = _DEFAULTS.learning_rate
+    schedule: str = _DEFAULTS.schedule
+    warmup_epochs: int = _DEFAULTS.warmup_epochs
+    weight_decay: float = _DEFAULTS.weight_decay
+    energy_weight: float = _DEFAULTS.energy_weight
+    force_weight: float = _DEFAULTS.force_weight
+    stress_weight: float = _DEFAULTS.stress_weight
+    clip_norm: float | None = _DEFAULTS.clip_norm
+    patience: int = _DEFAULTS.patience
+    seed: int = _DEFAULTS.seed
+    max_time_s: float | None = _DEFAULTS.max_time_s
+    plateau_factor: float = _DEFAULTS.plateau_factor
+    plateau_patience: int = _DEFAULTS.plateau_patience
+    kalman_lambda: float = _DEFAULTS.kalman_lambda
+    kalman_nu: float = _DEFAULTS.kalman_nu
+    kalman_epsilon: float = _DEFAULTS.kalman_epsilon
+    kalman_forces_per_update: int = _DEFAULTS.kalman_forces_per_update
+    normalize: bool = _DEFAULTS.normalize
+    energy_scale: str | float = _DEFAULTS.energy_scale
+    eval_batch_size: int | None = _DEFAULTS.eval_batch_size
+    growth: float = _DEFAULTS.growth
+    cache_graphs: bool = _DEFAULTS.cache_graphs
+    plots: bool = _DEFAULTS.plots
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:

@@ -18,6 +18,9 @@ AMU_KG = 1.66053906660e-27
 EV_J = 1.602176634e-19
 # One internal time unit Å·sqrt(amu/eV) in fs.
 TIME_UNIT_FS = 1e15 * 1e-10 * math.sqrt(AMU_KG / EV_J)
+# Pressure: the internal unit eV/Å³ in GPa, and one bar in eV/Å³.
+EV_PER_A3_GPA = EV_J * 1e30 * 1e-9
+BAR_EV_PER_A3 = 1e5 / (EV_J * 1e30)
 
 LENGTH_UNITS = {"angstrom": 1.0, "a": 1.0, "ang": 1.0, "bohr": BOHR, "nm": 10.0}
 ENERGY_UNITS = {"ev": 1.0, "hartree": HARTREE, "ha": HARTREE, "kcal/mol": KCAL_MOL,
@@ -43,3 +46,8 @@ def energy_factor(unit: str) -> float:
 def fs_to_internal(t_fs: float) -> float:
     """Convert a time in fs to the internal unit Å·sqrt(amu/eV)."""
     return t_fs / TIME_UNIT_FS
+
+
+def bar_to_internal(p_bar: float) -> float:
+    """Convert a pressure in bar to the internal unit eV/Å³."""
+    return p_bar * BAR_EV_PER_A3

@@ -120,17 +120,23 @@ class MDConfig(_Strict):
     model: str | None = Field(None, description="model directory (jnnp or n2p2); default: the trained one")
     model_length_unit: str | None = None
     model_energy_unit: str | None = None
-    ensemble: Literal["nve", "nvt_nose_hoover", "nvt_langevin"] = "nve"
+    ensemble: Literal["nve", "nvt_nose_hoover", "nvt_langevin", "npt_nose_hoover"] = "nve"
     timestep_fs: PositiveFloat = 0.5
     steps: PositiveInt = 1000
     temperature_k: PositiveFloat = 300.0
-    tau_fs: PositiveFloat | None = None
+    tau_fs: PositiveFloat | None = Field(None, description="Nosé–Hoover thermostat time constant "
+                                         "(default 100 time steps)")
     friction_per_fs: PositiveFloat = 0.01
+    pressure_bar: float = Field(1.0, description="npt_nose_hoover: target pressure")
+    barostat_tau_fs: PositiveFloat | None = Field(None, description="npt_nose_hoover: barostat time "
+                                                  "constant (default 1000 time steps)")
     thermo_every: PositiveInt = 10
     trajectory_every: PositiveInt = 100
     samples_per_chunk: PositiveInt = 10
     skin: float = Field(1.0, ge=0.0)
     neighbors: Literal["auto", "host", "jax-md"] = "auto"
+    neighbor_capacity_multiplier: PositiveFloat = Field(1.25, description="jax-md neighbour buffers: "
+                                                        "count × this at allocation (below 1 forces reallocations)")
     precision: Literal["float64", "float32"] = "float64"
     seed: int = 0
     trajectory_format: Literal["extxyz", "traj"] = "extxyz"

@@ -28,10 +28,18 @@ as soon as one has. Lattice shifts are fixed at the build, so positions must not
 between rebuilds: use an unwrapped ``shift_fn`` for MD (e.g. jax-md's ``space.periodic_general(
 cell.T, fractional_coordinates=False, wrapped=False)``), or call ``update`` with the wrapped
 positions before every evaluation (a wrapped atom looks like a large move and forces a rebuild).
+
+Changing cells (NPT): pass the current cell to ``update(positions, state, cell)``. The graph is
+then rebuilt in that cell, and between rebuilds `graph_invalid` accounts for the strain of the
+cell since the build as well as the atoms' moves (lattice shifts are integers, so a graph stays
+exact while no pair can have crossed into a cutoff). A cell compressed until the minimum image
+no longer holds (width < 2·(cutoff + skin)) raises the overflow flag, and ``reallocate`` then
+raises ValueError.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Callable, NamedTuple
 
@@ -59,23 +67,69 @@ class JitGraphState:
         graph: `Graph` with fixed capacities (layout in the module docstring).
         nbrs: jax-md Dense `NeighborList` (idx (N, K), fractional reference positions).
         reference: (N, 3) positions at the last build [Å].
+        reference_cell: (3, 3) cell at the last build [Å] (rows).
         overflow: () bool, sticky: some buffer was too small at a build since allocation; the
             graph is then incomplete and the steps since the overflow must be redone after
             ``reallocate``.
         caps: static capacities (pair blocks, triplet blocks, per-element neighbour slots W_e).
+        alloc_cell: static cell (9 floats) of the last allocation, which sized jax-md's cell list.
     """
 
     graph: Graph
     nbrs: partition.NeighborList
     reference: jnp.ndarray
+    reference_cell: jnp.ndarray
     overflow: jnp.ndarray
     caps: tuple = struct.field(pytree_node=False, default=((), (), ()))
+    alloc_cell: tuple = struct.field(pytree_node=False, default=())
 
 
 class GraphFns(NamedTuple):
+    """Neighbour-graph lifecycle (see `make_graph_fns`; `jnnp.md.host_graph` has the same).
+
+    ``describe(state) -> dict`` (JSON) names the static capacities of a state (its shapes), and
+    ``restore(positions, [numbers,] description) -> state`` (arguments as ``allocate``) returns a
+    template with exactly that pytree structure, whose leaves the caller replaces by saved arrays
+    (MD restart files; the template's leaves may be shape placeholders).
+    """
+
     allocate: Callable
     update: Callable
     reallocate: Callable
+    describe: Callable | None = None
+    restore: Callable | None = None
+
+
+def graph_invalid(positions, cell, reference, reference_cell, skin: float, cutoff: float):
+    """True (jittable) when a graph built at (``reference``, ``reference_cell``) with radius
+    r_c + ``skin`` may miss a pair or triplet within r_c ≤ ``cutoff`` at (``positions``, ``cell``).
+
+    With A = cell_ref⁻¹·cell, x = R·A⁻¹ (the atoms carried back to the build cell) and
+    m = max |x − R_ref|, every pair vector changed by at most 2m before the strain A, which
+    shortens it by at most σ_min(A). A pair outside r_c + skin at the build is therefore still
+    outside r_c while σ_min·(r_c + skin − 2m) ≥ r_c, i.e. 2m ≤ skin − r_c·(1/σ_min − 1) for
+    σ_min < 1 (compression); 2m ≤ skin suffices otherwise. For cell = cell_ref this is the usual
+    "no atom moved more than skin/2". Distances between two neighbours (triplets) obey the same
+    bound. Shapes: positions/reference (N, 3) [Å], cells (3, 3) rows [Å].
+    """
+    A = jnp.linalg.solve(reference_cell, cell)
+    x = jnp.linalg.solve(A.T, positions.T).T
+    m2 = jnp.max(jnp.sum((x - reference) ** 2, axis=-1))
+    sigma = jnp.linalg.svd(A, compute_uv=False)[-1]
+    allowed = 0.5 * (skin - cutoff * jnp.maximum(1.0 / sigma - 1.0, 0.0))
+    return (allowed < 0) | (m2 > jnp.maximum(allowed, 0.0) ** 2)
+
+
+def _heights(cell):
+    """Perpendicular widths (3,) of a cell (jnp, jittable)."""
+    cross = jnp.cross(cell[jnp.array([1, 2, 0])], cell[jnp.array([2, 0, 1])])
+    return jnp.abs(jnp.linalg.det(cell)) / jnp.linalg.norm(cross, axis=1)
+
+
+def _box_of(cell):
+    """jax-md box (columns, upper triangular) of a row cell, jittable (same metric as the cell)."""
+    _, r = jnp.linalg.qr(cell.T)
+    return jnp.triu(jnp.sign(jnp.diag(r))[:, None] * r)
 
 
 def _quiet(fn, *args, **kwargs):
@@ -97,7 +151,8 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
 
     Args:
         plan: `jnnp.descriptors.plan.DescriptorPlan`.
-        cell: (3, 3) lattice vectors as rows [Å], fixed (NVE/NVT), periodic in all directions.
+        cell: (3, 3) lattice vectors as rows [Å], periodic in all directions: the cell of
+            ``allocate``/``update`` unless they are given another one (NPT).
         skin: extra radius [Å]; the graph is valid until an atom has moved skin/2.
         capacity_multiplier: block capacities are count × this + ``extra_capacity`` at
             allocation, per-row neighbour slot widths W_e are max count × this + 4; jax-md's Dense
@@ -106,12 +161,14 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
         chunk: triplet chunk length (see `Graph`); None picks 32 or 1 as `build_graph` does.
 
     Returns:
-        GraphFns ``allocate(positions, numbers[, capacity_multiplier]) -> JitGraphState`` (host:
-        sizes capacities from the current structure; the multiplier can be overridden, e.g. to
-        test overflow handling), ``update(positions, state) -> JitGraphState``
-        (jittable: rebuilds when needed, raises ``state.overflow`` when a buffer is too small) and
-        ``reallocate(positions, state) -> JitGraphState`` (host: never smaller capacities, and at
-        least count + ``extra_capacity``). positions: (N, 3) [Å], unwrapped.
+        GraphFns ``allocate(positions, numbers[, capacity_multiplier], cell=None) ->
+        JitGraphState`` (host: sizes capacities from the current structure; the multiplier can be
+        overridden, e.g. to test overflow handling), ``update(positions, state, cell=None) ->
+        JitGraphState`` (jittable: rebuilds when needed, raises ``state.overflow`` when a buffer is
+        too small; ``cell`` = the current cell when it changes), ``reallocate(positions, state,
+        cell=None) -> JitGraphState`` (host: never smaller capacities, and at least count +
+        ``extra_capacity``), and ``describe``/``restore`` (see `GraphFns`). positions: (N, 3) [Å],
+        unwrapped.
 
     Raises:
         ValueError: a cell width below 2·(cutoff + skin), where the minimum image misses
@@ -129,13 +186,14 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
             "Å, so the minimum-image convention misses neighbours; use the all-image host builder "
             "(jnnp.geometry.build_graph, or jnnp.md.host_graph.make_host_graph_fns for MD) or a "
             "bigger supercell")
-    inv_cell = np.linalg.inv(cell)
+    cell0 = cell
     box = _lower_triangular(cell).T  # jax-md box: columns = lattice vectors, upper triangular
     displacement, _ = space.periodic_general(box, fractional_coordinates=True)
     neighbor_fn = partition.neighbor_list(  # dr_threshold 0: rebuilds whenever asked (our lax.cond)
         displacement, box, rcut + _MARGIN, dr_threshold=0.0, format=partition.Dense,
         capacity_multiplier=max(1.0, capacity_multiplier), fractional_coordinates=True)
     half_skin2 = (0.5 * skin) ** 2
+    rc_max = float(plan.spec.cutoff)
     nel = len(plan.spec.elements)
     blocks_of = {}  # centre element -> indices of its triplet blocks
     slot_rc = np.full((nel, nel), -np.inf)  # [c, e]: radius of the element-e slot lists of centres c
@@ -144,21 +202,21 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
         for e in b.key[1:]:
             slot_rc[b.key[0], e] = max(slot_rc[b.key[0], e], b.rc + skin)
 
-    def fractional(R):
-        f = R @ jnp.asarray(inv_cell, R.dtype)
+    def fractional(R, cell):
+        f = R @ jnp.linalg.inv(cell)
         return f - jnp.floor(f)
 
-    def build(R, idx, species, element_atoms, caps=None, S=1):
-        """(Graph, overflow) for static ``caps``; with caps None the counts that size them."""
-        R = jax.lax.stop_gradient(R)
+    def build(R, cell, idx, species, element_atoms, caps=None, S=1):
+        """(Graph, overflow) in ``cell`` for static ``caps``; with caps None the counts that size them."""
+        R, cell = jax.lax.stop_gradient(R), jax.lax.stop_gradient(cell)
         N, K = idx.shape
         i32 = jnp.int32
         valid = idx < N
         j = jnp.where(valid, idx, 0).astype(i32)
         i = jnp.where(valid, jnp.arange(N, dtype=i32)[:, None], 0)
-        f = R @ jnp.asarray(inv_cell, R.dtype)
+        f = R @ jnp.linalg.inv(cell)
         shift = jnp.where(valid[..., None], -jnp.round(f[j] - f[i]), 0.0)  # minimum image at build
-        vec = R[j] - R[i] + shift @ jnp.asarray(cell, R.dtype)
+        vec = R[j] - R[i] + shift @ cell
         r, sj, si = safe_norm(vec), species[j], species[i]
         local_of = jnp.zeros(N, i32)
         for atoms in element_atoms:
@@ -261,16 +319,35 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
 
     count_jit = jax.jit(build)
     build_jit = jax.jit(build, static_argnames=("caps", "S"))
+    fix_cell = lambda cell, dtype: jnp.asarray(cell0 if cell is None else cell, dtype)
 
-    def _allocate(positions, species, multiplier, floor=None, S=None):
+    def _allocate(positions, species, multiplier, floor=None, S=None, cell=None, exact=None):
         R = jnp.asarray(positions)
-        element_atoms = tuple(jnp.asarray(np.flatnonzero(species == c), jnp.int32) for c in range(nel))
+        c = fix_cell(cell, R.dtype)
+        if cell is not None:
+            widths = cell_heights(np.asarray(c, np.float64))
+            if np.any(widths < 2.0 * rcut):
+                raise ValueError(
+                    f"the cell has shrunk to widths {np.round(widths, 4).tolist()} Å, below 2·(cutoff + skin) = "
+                    f"{2 * rcut:.4f} Å, where the minimum image misses neighbours; use the all-image host "
+                    "builder (neighbors: host) or a bigger supercell")
+        box_kw = {} if cell is None else {"box": _box_of(c.astype(jnp.float64))}
+        element_atoms = tuple(jnp.asarray(np.flatnonzero(species == c_), jnp.int32) for c_ in range(nel))
         species = jnp.asarray(species, jnp.int32)
-        nbrs = _quiet(neighbor_fn.allocate, fractional(R))
+        nbrs = _quiet(neighbor_fn.allocate, fractional(R, c), **box_kw)
+        alloc_cell = tuple(float(x) for x in np.asarray(c, np.float64).reshape(-1))
+        if exact is not None:  # a template with exactly these static capacities (restart files)
+            nbrs = dataclasses.replace(nbrs, max_occupancy=int(exact["max_occupancy"]),
+                                       cell_list_capacity=exact["cell_list_capacity"])
+            caps, S = tuple(tuple(int(x) for x in part) for part in exact["caps"]), int(exact["chunk"])
+            graph, _ = jax.eval_shape(lambda *a: build(*a, caps=caps, S=S), R, c, nbrs.idx, species, element_atoms)
+            return JitGraphState(graph=graph, nbrs=nbrs, reference=R, reference_cell=c, caps=caps,
+                                 alloc_cell=alloc_cell, overflow=jnp.asarray(True))
         if floor is not None and nbrs.max_occupancy < floor[1]:  # never narrower than before
-            nbrs = _quiet(neighbor_fn.allocate, fractional(R), extra_capacity=floor[1] - nbrs.max_occupancy)
+            nbrs = _quiet(neighbor_fn.allocate, fractional(R, c), extra_capacity=floor[1] - nbrs.max_occupancy,
+                          **box_kw)
         K = nbrs.max_occupancy
-        pc, tc, wc = jax.device_get(count_jit(R, nbrs.idx, species, element_atoms))
+        pc, tc, wc = jax.device_get(count_jit(R, c, nbrs.idx, species, element_atoms))
         if S is None:
             S = chunk or 1
             n_trip, n_cent = sum(int(t.sum()) for t in tc), sum(int((t > 0).sum()) for t in tc)
@@ -286,28 +363,49 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
             caps = tuple(tuple(max(a, b) for a, b in zip(new, old)) for new, old in zip(caps, floor[0]))
         if plan.triplet_blocks and max(len(a) for a in element_atoms) * max(caps[2]) ** 2 >= 2 ** 31:
             raise ValueError(f"{len(R)} atoms × {max(caps[2])}² slot pairs overflow int32 triplet keys")
-        graph, over = build_jit(R, nbrs.idx, species, element_atoms, caps=caps, S=S)
-        return JitGraphState(graph=graph, nbrs=nbrs, reference=R, caps=caps,
-                             overflow=over | nbrs.did_buffer_overflow.astype(bool))
+        graph, over = build_jit(R, c, nbrs.idx, species, element_atoms, caps=caps, S=S)
+        return JitGraphState(graph=graph, nbrs=nbrs, reference=R, reference_cell=c, caps=caps,
+                             alloc_cell=alloc_cell, overflow=over | nbrs.did_buffer_overflow.astype(bool))
 
-    def allocate(positions, numbers, capacity_multiplier=capacity_multiplier) -> JitGraphState:
-        return _allocate(positions, species_of(numbers, plan.spec.elements), capacity_multiplier)
+    def allocate(positions, numbers, capacity_multiplier=capacity_multiplier, cell=None) -> JitGraphState:
+        return _allocate(positions, species_of(numbers, plan.spec.elements), capacity_multiplier, cell=cell)
 
-    def reallocate(positions, state: JitGraphState) -> JitGraphState:
+    def reallocate(positions, state: JitGraphState, cell=None) -> JitGraphState:
         return _allocate(positions, np.asarray(state.graph.species), max(1.0, capacity_multiplier),
-                         (state.caps, state.nbrs.max_occupancy), state.graph.chunk)
+                         (state.caps, state.nbrs.max_occupancy), state.graph.chunk, cell=cell)
 
-    def update(positions, state: JitGraphState) -> JitGraphState:
+    def update(positions, state: JitGraphState, cell=None) -> JitGraphState:
         R = positions.astype(state.reference.dtype)
-        moved = jnp.max(jnp.sum((R - state.reference) ** 2, axis=-1)) > half_skin2
+        if cell is None:  # the allocation cell throughout
+            c, box_kw = state.reference_cell, {}
+            moved = jnp.max(jnp.sum((R - state.reference) ** 2, axis=-1)) > half_skin2
+        else:
+            c = jax.lax.stop_gradient(cell).astype(R.dtype)
+            box_kw = {"box": _box_of(c)}
+            moved = graph_invalid(R, c, state.reference, state.reference_cell, skin, rc_max)
 
         def rebuild(state):
-            nbrs = _quiet(neighbor_fn.update, fractional(R), state.nbrs)
+            nbrs = _quiet(neighbor_fn.update, fractional(R, c), state.nbrs, **box_kw)
             g = state.graph
-            graph, over = build(R, nbrs.idx, g.species, g.element_atoms, state.caps, g.chunk)
+            graph, over = build(R, c, nbrs.idx, g.species, g.element_atoms, state.caps, g.chunk)
             over = state.overflow | over | nbrs.did_buffer_overflow.astype(bool)
-            return state.replace(graph=graph, nbrs=nbrs, reference=R, overflow=over)
+            if cell is not None:  # jax-md's cells too small after a compression; minimum image lost
+                over |= nbrs.cell_size_too_small.astype(bool) | jnp.any(_heights(c) < 2.0 * rcut)
+            return state.replace(graph=graph, nbrs=nbrs, reference=R, reference_cell=c, overflow=over)
 
         return jax.lax.cond(moved, rebuild, lambda s: s, state)
 
-    return GraphFns(allocate, update, reallocate)
+    def describe(state: JitGraphState) -> dict:
+        return {"kind": "jit", "caps": state.caps, "max_occupancy": int(state.nbrs.max_occupancy),
+                "cell_list_capacity": state.nbrs.cell_list_capacity, "chunk": int(state.graph.chunk),
+                "alloc_cell": list(state.alloc_cell)}
+
+    def restore(positions, numbers, description: dict) -> JitGraphState:
+        if description.get("kind") != "jit":
+            raise ValueError(f"not a jit neighbour graph description: {description}")
+        cell = np.asarray(description["alloc_cell"], np.float64).reshape(3, 3)
+        same = np.array_equal(cell, np.asarray(cell0))
+        return _allocate(positions, species_of(numbers, plan.spec.elements), capacity_multiplier,
+                         cell=None if same else cell, exact=description)
+
+    return GraphFns(allocate, update, reallocate, describe, restore)

@@ -3,7 +3,8 @@
 Everything here runs on the host with numpy arrays (pull device arrays once per chunk). Files
 speak fs, K, eV, Å, GPa, Å³ and name the unit in every header/key:
 
-* `ThermoLog` — CSV ``step,time_fs,temperature_K,e_pot_eV,e_kin_eV,e_tot_eV,pressure_GPa,volume_A3``.
+* `ThermoLog` — CSV ``step,time_fs,temperature_K,e_pot_eV,e_kin_eV,e_tot_eV,pressure_GPa,volume_A3``
+  and extra columns named by the caller (unit in the name, e.g. ``e_conserved_eV``).
 * `TrajectoryWriter` — extended XYZ (written here, exact float round trip) or ASE ``.traj``;
   velocities in Å/fs in extxyz (key ``velocity_unit=A/fs``), ASE units in ``.traj``.
 * `ProgressMeter` — live step / simulated ps / ns/day / atom-steps/s / T / E_tot line.
@@ -41,7 +42,7 @@ __all__ = [
 THERMO_COLUMNS = ("step", "time_fs", "temperature_K", "e_pot_eV", "e_kin_eV", "e_tot_eV",
                   "pressure_GPa", "volume_A3")
 _THERMO_REQUIRED = ("step", "time_fs", "temperature_K", "e_pot_eV", "e_kin_eV")
-_THERMO_HEADER = ",".join(THERMO_COLUMNS)
+_COLUMN_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # what numpy.genfromtxt(names=True) keeps as is
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,23 +64,37 @@ def _fmt_float(x: float) -> str:
 
 
 class ThermoLog:
-    """CSV thermo log ``step,time_fs,temperature_K,e_pot_eV,e_kin_eV,e_tot_eV,pressure_GPa,volume_A3``.
+    """CSV thermo log ``step,time_fs,temperature_K,e_pot_eV,e_kin_eV,e_tot_eV,pressure_GPa,volume_A3``
+    followed by ``extra_columns``.
 
     Args:
         path: CSV file. Without ``resume_from_step`` it is (re)created with just the header.
         resume_from_step: keep the existing rows with ``step <= resume_from_step`` (and drop a
             torn last line), then append after them. A missing file is created fresh.
+        extra_columns: further column names, used verbatim as headers (so they carry their unit,
+            e.g. ``com_x_A``): a letter, then letters, digits and ``_``. A resumed log must have
+            the same columns.
 
     Rows are written with exact float round trip; pressure/volume fields are left empty when not
     available (``numpy.genfromtxt(path, delimiter=",", names=True)`` reads them as NaN).
     """
 
-    def __init__(self, path, resume_from_step: int | None = None):
+    def __init__(self, path, resume_from_step: int | None = None, extra_columns=()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        extra = tuple(extra_columns)
+        bad = [c for c in extra if not isinstance(c, str) or not _COLUMN_RE.fullmatch(c)]
+        if bad:
+            raise ValueError(f"thermo column names {bad} must start with a letter and use only letters, "
+                             "digits and '_' (put the unit in the name, e.g. 'com_x_A')")
+        dup = sorted({c for c in extra if c in THERMO_COLUMNS or extra.count(c) > 1})
+        if dup:
+            raise ValueError(f"thermo column names {dup} repeat a column ({THERMO_COLUMNS} and the extras)")
+        self.columns = THERMO_COLUMNS + extra
+        self._header = ",".join(self.columns)
         if (resume_from_step is None or not self.path.exists()
                 or self.path.stat().st_size == 0):
-            atomic_write_bytes(self.path, (_THERMO_HEADER + "\n").encode())
+            atomic_write_bytes(self.path, (self._header + "\n").encode())
         else:
             self._truncate(int(resume_from_step))
         self._fh = open(self.path, "a", encoding="utf-8")
@@ -87,11 +102,11 @@ class ThermoLog:
     def _truncate(self, last_step: int) -> None:
         with open(self.path, encoding="utf-8") as f:
             lines = f.read().split("\n")
-        if not lines or lines[0].strip() != _THERMO_HEADER:
-            raise ValueError(f"{self.path}: not a jnnp thermo log (header {lines[0][:80]!r}, "
-                             f"expected {_THERMO_HEADER!r})")
+        if not lines or lines[0].strip() != self._header:
+            raise ValueError(f"{self.path}: not a jnnp thermo log with these columns (header "
+                             f"{lines[0][:200]!r}, expected {self._header!r})")
         kept = [lines[0]]
-        n_fields = len(THERMO_COLUMNS)
+        n_fields = len(self.columns)
         for line in lines[1:]:
             fields = line.split(",")
             if len(fields) != n_fields:
@@ -110,15 +125,15 @@ class ThermoLog:
         Args:
             rows: column name -> scalar or (S,) array. Required: ``step``, ``time_fs``,
                 ``temperature_K``, ``e_pot_eV``, ``e_kin_eV``; ``e_tot_eV`` defaults to
-                ``e_pot_eV + e_kin_eV``; ``pressure_GPa``/``volume_A3`` are optional (NaN or
-                missing -> empty field).
+                ``e_pot_eV + e_kin_eV``; ``pressure_GPa``/``volume_A3`` and the extra columns
+                are optional (NaN or missing -> empty field).
 
         Returns:
             Number of rows written.
         """
-        unknown = set(rows) - set(THERMO_COLUMNS)
+        unknown = set(rows) - set(self.columns)
         if unknown:
-            raise ValueError(f"unknown thermo columns {sorted(unknown)}; expected {THERMO_COLUMNS}")
+            raise ValueError(f"unknown thermo columns {sorted(unknown)}; expected {self.columns}")
         missing = [c for c in _THERMO_REQUIRED if c not in rows]
         if missing:
             raise ValueError(f"thermo rows lack columns {missing}")
@@ -138,7 +153,7 @@ class ThermoLog:
         out = []
         for i in range(n):
             fields = [str(int(steps[i]))]
-            for c in THERMO_COLUMNS[1:]:
+            for c in self.columns[1:]:
                 fields.append(_fmt_float(cols[c][i]) if c in cols else "")
             out.append(",".join(fields))
         if out:

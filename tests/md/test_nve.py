@@ -176,7 +176,7 @@ def test_chunk_equals_python_loop(nve):
     """One driver chunk (lax.scan of fori_loops, neighbour check each step) == the jax-md step
     called THERMO_EVERY × SAMPLES_PER_CHUNK times from Python with the same graph."""
     state, gstate, out = nve.chunk(nve.state0, nve.gstate0)
-    ok, e_pot, e_kin, _, pos, mom = (np.asarray(x) for x in out)
+    ok, e_pot, e_kin, pos, mom = (np.asarray(out[k]) for k in ("ok", "e_pot", "e_kin", "positions", "momenta"))
     assert ok.all() and not bool(gstate.overflow)
     s, g = nve.state0, nve.gstate0
     dt = nve.ens.dt
@@ -248,7 +248,7 @@ def test_accepted_samples_never_use_an_invalid_graph(nve):
     p[i], p[j] = mass[i] * step_len / dt * u, -mass[j] * step_len / dt * u
     state = nve.state0.set(momentum=jnp.asarray(p))
     state, gstate, out = nve.chunk(state, nve.gstate0)
-    ok, e_pot, pos = np.asarray(out[0]), np.asarray(out[1]), np.asarray(out[4])
+    ok, e_pot, pos = (np.asarray(out[k]) for k in ("ok", "e_pot", "positions"))
     assert not ok.all()
     for n in np.flatnonzero(ok):  # every accepted sample has the exact energy of its positions
         s = jnnp.Structure(positions=pos[n], numbers=nve.box.numbers, cell=nve.box.cell, pbc=True)

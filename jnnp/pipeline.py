@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from jnnp.config.schema import RunConfig
-from jnnp.data import read
+from jnnp.data import Dataset, read
 from jnnp.descriptors.grids import symmetry_function_grid
 from jnnp.model.potential import PotentialSpec, init_potential
 
@@ -28,7 +28,9 @@ def load_data(cfg: RunConfig):
     from jnnp.train.splits import make_split, read_indices
 
     d = cfg.data
-    ds = read(d.path, format=d.format, length_unit=d.length_unit, energy_unit=d.energy_unit, index=d.index)
+    paths = [d.path] if isinstance(d.path, str) else d.path
+    ds = Dataset([s for p in paths for s in read(p, format=d.format, length_unit=d.length_unit,
+                                                 energy_unit=d.energy_unit, index=d.index)])
     sp = d.split
     test_fraction = 0.0 if d.test_path else sp.test
     split = make_split(ds, validation=sp.validation, test=test_fraction, seed=sp.seed, per_system=sp.per_system,
@@ -53,7 +55,7 @@ def build_potential_spec(cfg: RunConfig, elements) -> PotentialSpec:
         desc = symmetry_function_grid(elements, dc.cutoff, n_radial=dc.n_radial, radial_mode=dc.radial_mode,
                                       r_min=dc.r_min, angular_eta=tuple(dc.angular_eta), zeta=tuple(dc.zeta),
                                       lambdas=tuple(dc.lambdas), angular_type=dc.angular_type,
-                                      cutoff_type=dc.cutoff_type)
+                                      angular_cutoff=dc.angular_cutoff, cutoff_type=dc.cutoff_type)
     acts = (m.activation,) * len(m.hidden) + ("l",)
     return PotentialSpec(descriptor=desc, hidden=tuple(m.hidden), activations=acts, scaling=m.scaling)
 
@@ -64,10 +66,15 @@ def train_settings(cfg: RunConfig):
     return TrainSettings(**cfg.train.model_dump())
 
 
-def train_from_config(cfg: RunConfig, *, resume: bool = False, progress: bool = True) -> dict:
-    """Run the whole pipeline of ``cfg``; returns a summary dict (also in ``summary.json``)."""
+def train_from_config(cfg: RunConfig, *, resume: bool = False, progress: bool = True, callback=None) -> dict:
+    """Run the whole pipeline of ``cfg``; returns a summary dict (also in ``summary.json``).
+
+    ``callback`` is passed to `jnnp.train.loop.fit` (called after every step and epoch). With
+    ``data.split.per_system``, validation and test metrics are also reported per system (source).
+    """
     from jnnp.train.checkpoint import save_model
     from jnnp.train.loop import evaluate, fit
+    from jnnp.train.splits import system_keys
 
     if cfg.data is None:
         raise ValueError("the config has no 'data' section to train on")
@@ -87,13 +94,15 @@ def train_from_config(cfg: RunConfig, *, resume: bool = False, progress: bool = 
         print(f"data: {len(train)} train / {len(val)} validation / {len(test)} test structures; "
               f"elements {elements}; {spec.descriptor.n_features} symmetry functions per element; "
               f"network {spec.hidden}")
+    per_system = cfg.data.split.per_system
     pot, history = fit(pot, train, val, train_settings(cfg), run_dir, resume=resume, progress=progress,
-                       split=split.to_dict())
+                       split=split.to_dict(), callback=callback, systems=system_keys(val) if per_system else None)
     save_model(run_dir / "model", pot, metadata={"config": cfg.name, "elements": elements})
     summary = {"name": cfg.name, "n_train": len(train), "n_validation": len(val), "n_test": len(test),
                "train_wall_s": time.perf_counter() - t0}
     if test:
-        summary["test"] = evaluate(pot, test, run_dir=run_dir, name="test")
+        summary["test"] = evaluate(pot, test, run_dir=run_dir, name="test",
+                                   systems=system_keys(test) if per_system else None)
         if progress:
             _print_metrics("test", summary["test"])
     if cfg.md is not None:

@@ -39,11 +39,11 @@ class SplitConfig(_Strict):
 class DataConfig(_Strict):
     """Where the labelled structures come from (any format `jnnp.read` knows)."""
 
-    path: str
+    path: str | list[str] = Field(description="a file or directory, or a list of them (e.g. one per system)")
     format: str | None = None
     length_unit: str | None = None
     energy_unit: str | None = None
-    index: str | None = Field(None, description="frames to read, e.g. ':200'")
+    index: str | None = Field(None, description="frames to read (from each path), e.g. ':200'")
     test_path: str | None = Field(None, description="separate test set file (then split.test is ignored)")
     split: SplitConfig = SplitConfig()
 
@@ -53,6 +53,8 @@ class DescriptorConfig(_Strict):
 
     kind: Literal["grid", "n2p2"] = "grid"
     cutoff: PositiveFloat = 5.0
+    angular_cutoff: PositiveFloat | None = Field(None, description="cutoff of the angular functions "
+                                                 "(default: cutoff); a shorter one means far fewer triplets")
     cutoff_type: str | int = "poly2"
     n_radial: PositiveInt = 8
     radial_mode: Literal["shifted", "centered"] = "shifted"

@@ -37,6 +37,7 @@ and `to_spec` to a plain (static) `DescriptorSpec`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -45,8 +46,14 @@ import numpy as np
 from jnnp.descriptors.params import field_values, spec_with_params
 from jnnp.descriptors.spec import DescriptorSpec
 
-__all__ = ["HYPER_FIELDS", "TRANSFORMS", "FieldTransform", "SFParameterization", "softplus_inverse",
-           "default_transform"]
+__all__ = [
+    "HYPER_FIELDS",
+    "TRANSFORMS",
+    "FieldTransform",
+    "SFParameterization",
+    "default_transform",
+    "softplus_inverse",
+]
 
 HYPER_FIELDS = ("eta", "rs", "zeta", "rc")
 TRANSFORMS = ("log", "softplus", "bounded", "ordered", "free")
@@ -126,7 +133,7 @@ class SFParameterization:
 
     @classmethod
     def create(cls, spec: DescriptorSpec, fields=("eta", "rs"), transforms: dict | None = None,
-               ) -> "SFParameterization":
+               ) -> SFParameterization:
         """Parameterise ``fields`` (subset of ``HYPER_FIELDS``) of ``spec``.
 
         Args:
@@ -256,7 +263,7 @@ def _layout(spec: DescriptorSpec, c: int, field: str, cols: list[int], t: FieldT
     for members in groups.values():
         members = sorted(members, key=lambda k: getattr(fs[k], field))
         vals = [getattr(fs[k], field) for k in members]
-        if any(b <= a for a, b in zip(vals, vals[1:])):
+        if any(b <= a for a, b in itertools.pairwise(vals)):
             raise ValueError(f"element Z={spec.elements[c]}: functions {members} share every parameter but "
                              f"{field} and have equal {field} values {vals}; an ordered {field} needs distinct "
                              "values (remove the duplicates)")

@@ -30,7 +30,7 @@ from jnnp.descriptors.params import init_descriptor_params
 from jnnp.descriptors.spec import DescriptorSpec
 from jnnp.train.batch import Batcher
 
-__all__ = ["feature_matrix", "standardize", "cur_select", "fps_select", "select_functions", "SELECTORS"]
+__all__ = ["SELECTORS", "cur_select", "feature_matrix", "fps_select", "select_functions", "standardize"]
 
 
 @functools.lru_cache(maxsize=8)

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from _shared import TEST_DATA
 
 import jnnp
-from _shared import TEST_DATA
 from jnnp.descriptors.grids import symmetry_function_grid
 from jnnp.hyper.select import cur_select, feature_matrix, fps_select, select_functions, standardize
 

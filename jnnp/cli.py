@@ -38,14 +38,19 @@ def _cmd_predict(args) -> int:
     from jnnp.data import read
     from jnnp.model import compute
 
+    from jnnp.ensemble.commands import predict_committee, report_extrapolation
+    from jnnp.ensemble.committee import is_committee_dir
+
     _enable_x64(args)
+    ds = read(args.structure, format=args.format, length_unit=args.length_unit,
+              energy_unit=args.energy_unit, index=args.index)
+    if is_committee_dir(args.model):  # mean ± standard deviation over the members
+        return predict_committee(args, list(ds))
     pot = _load_model(args.model, args.model_length_unit, args.model_energy_unit)
     if args.precision == "float32":
         import jax.numpy as jnp
 
         pot = pot.astype(jnp.float32)
-    ds = read(args.structure, format=args.format, length_unit=args.length_unit,
-              energy_unit=args.energy_unit, index=args.index)
     results = []
     for s in ds:
         out = compute(pot, s)
@@ -66,6 +71,8 @@ def _cmd_predict(args) -> int:
             print(f"max |force component| [eV/Å]: {fmax:.6f} (use --forces to print all)")
         if "stress" in out:
             print("stress [eV/Å³]:", np.array2string(out["stress"], precision=8))
+    for rec, n in zip(results, report_extrapolation(pot, list(ds)).per_structure):
+        rec["extrapolations"] = int(n)
     if args.output:
         with open(args.output, "w") as fh:
             json.dump(results, fh, indent=1)
@@ -107,6 +114,9 @@ def _cmd_evaluate(args) -> int:
     ds = read(args.data, format=args.format, length_unit=args.length_unit, energy_unit=args.energy_unit,
               index=args.index)
     m = evaluate(pot, list(ds), run_dir=args.output, name="evaluate")
+    from jnnp.ensemble.commands import report_extrapolation
+
+    m["extrapolation"] = report_extrapolation(pot, list(ds)).to_dict()
     print(json.dumps(m, indent=1, default=float))
     return 0
 
@@ -215,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="JSON schema of a config section")
     p.add_argument("which", choices=("run", "train", "md", "data", "model"))
     p.set_defaults(func=_cmd_schema)
+
+    from jnnp.ensemble.commands import add_parsers
+
+    add_parsers(sub)  # sweep, committee, select
     return parser
 
 

@@ -322,7 +322,7 @@ def mean_potential(committee: Committee) -> Potential:
             bs = [np.asarray(p["networks"][c]["params"][name]["bias"][k], np.float64) for k in range(M)]
             if l == 0:  # fold the affine symmetry-function scaling x = o + f ⊙ G into the first layer
                 for k in range(M):
-                    stats = jax.tree.map(lambda x: np.asarray(x[k], np.float64), p["scaling"][c])
+                    stats = jax.tree.map(lambda x, k=k: np.asarray(x[k], np.float64), p["scaling"][c])
                     o = np.asarray(apply_scaling(spec.scaling, stats, np.zeros(n_c), spec.scale_min, spec.scale_max))
                     f = np.asarray(apply_scaling(spec.scaling, stats, np.ones(n_c), spec.scale_min, spec.scale_max)) - o
                     bs[k] = bs[k] + o @ ks[k]

@@ -80,7 +80,7 @@ def member_grid(base: Member, parameters: dict, mode: str = "grid") -> list[Memb
         combos = list(itertools.product(*values))
     elif mode == "zip":
         if len({len(v) for v in values}) > 1:
-            raise ValueError(f"mode 'zip' needs equally long value lists, got "
+            raise ValueError("mode 'zip' needs equally long value lists, got "
                              + ", ".join(f"{n}: {len(v)}" for n, v in zip(names, values)))
         combos = list(zip(*values))
     else:
@@ -98,7 +98,7 @@ def subset_masks(members, n_structures: int) -> np.ndarray:
     masks = np.ones((len(members), n_structures), bool)
     for k, m in enumerate(members):
         if m.train_fraction < 1.0:
-            keep = max(1, int(round(m.train_fraction * n_structures)))
+            keep = max(1, round(m.train_fraction * n_structures))
             seed = m.seed if m.subset_seed is None else m.subset_seed
             perm = np.random.default_rng([int(seed), n_structures]).permutation(n_structures)
             masks[k] = False

@@ -45,13 +45,16 @@ def _log_axis(values) -> bool:
 
 def plot_sweep(rows: list[dict], parameters: list[str], path,
                metrics=(("val_energy_rmse", "energy RMSE [meV/atom]"), ("val_force_rmse", "force RMSE [meV/Å]"))) -> bool:
-    """Validation error against each swept value: one column per parameter, one row per metric.
+    """Validation error against each swept value: one column per parameter that takes more than
+    one value, one row per metric.
 
     Every member is a dot at its value; the line joins the mean over the members sharing that
     value (i.e. averaged over the other swept parameters and seeds).
     """
     plt = _pyplot()
     metrics = [(k, t) for k, t in metrics if any(_finite(r.get(k)) for r in rows)]
+    varied = [p for p in parameters if len({r[p] for r in rows}) > 1]
+    parameters = varied or list(parameters)[:1]  # a parameter with one value says nothing
     if plt is None or not rows or not parameters or not metrics:
         return False
     fig, axes = plt.subplots(len(metrics), len(parameters), figsize=(4.2 * len(parameters), 3.2 * len(metrics)),

@@ -196,7 +196,7 @@ def _hp_dtype(hp, dtype):
     return {k: jnp.asarray(v, dtype) for k, v in hp.items()}
 
 
-def train_members(spec, params, hp: dict, train_set, val_set=None, cfg: TrainSettings = TrainSettings(), *,
+def train_members(spec, params, hp: dict, train_set, val_set=None, cfg: TrainSettings | None = None, *,
                   masks=None, train_batcher=None, val_batcher=None, progress: bool = True,
                   callback=None):
     """Train the M members whose initial parameters are stacked in ``params``.
@@ -207,8 +207,9 @@ def train_members(spec, params, hp: dict, train_set, val_set=None, cfg: TrainSet
         hp: dict of (M,) arrays from `member_arrays` (built with ``cfg.learning_rate`` as the
             reference learning rate).
         train_set, val_set: sequences of labelled `Structure` (val_set may be None/empty).
-        cfg: `TrainSettings` for everything the members share (epochs, batch size, optimiser
-            kind and schedule, clipping, shuffle ``seed``, ``stress_weight``, ``patience``,
+        cfg: `TrainSettings` (default ``TrainSettings()``) for everything the members share
+            (epochs, batch size, optimiser kind and schedule, clipping, shuffle ``seed``,
+            ``stress_weight``, ``patience``,
             ``max_time_s``); its learning rate is the reference of ``hp["lr_scale"]`` and its loss
             weights only decide whether forces/stress are predicted at all (when any member
             weights them).
@@ -220,6 +221,7 @@ def train_members(spec, params, hp: dict, train_set, val_set=None, cfg: TrainSet
     Returns:
         (best stacked parameters (host numpy leaves), `MemberHistory`).
     """
+    cfg = TrainSettings() if cfg is None else cfg
     if cfg.optimizer == "kalman":
         raise ValueError("vectorised training supports the gradient optimisers 'adam' and 'adamw', "
                          "not 'kalman'")
@@ -298,7 +300,7 @@ def train_members(spec, params, hp: dict, train_set, val_set=None, cfg: TrainSet
             history.best_loss[j], history.best_epoch[j] = float(score[j]), epoch + 1
         bad = np.where(improved, 0, bad + 1)
         imp = jnp.asarray(improved)
-        best = jax.tree.map(lambda b, s: jnp.where(imp.reshape((-1,) + (1,) * (s.ndim - 1)), s, b),
+        best = jax.tree.map(lambda b, s, imp=imp: jnp.where(imp.reshape((-1,) + (1,) * (s.ndim - 1)), s, b),
                             best, states.params)
         rec["best"] = improved.tolist()
         history.epochs.append(rec)

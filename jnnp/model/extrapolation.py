@@ -170,9 +170,9 @@ class ExtrapolationReport:
             return ["extrapolation: not checked (the model has no symmetry-function statistics)"]
         if self.total == 0:
             return []
-        out = [f"extrapolation warning: {self.total} symmetry-function values outside the training range in "
-               f"{self.n_structures_affected} of {len(self.per_structure)} structures "
-               f"({int(np.sum(self.atoms_per_structure))} atoms)"]
+        out = [(f"extrapolation warning: {self.total} symmetry-function values outside the training range in "
+                f"{self.n_structures_affected} of {len(self.per_structure)} structures "
+                f"({int(np.sum(self.atoms_per_structure))} atoms)")]
         ranked = sorted(self.functions, key=lambda f: -(f["below"] + f["above"]))
         for f in ranked[:max_functions]:
             out.append(f"  {f['element']} G[{f['index']}] ({f['description']}): {f['below']} below "

@@ -122,6 +122,9 @@ def main():
     args = ap.parse_args()
 
     if args.worker:
+        from jnnp.allocator import tune_allocator
+
+        tune_allocator()
         os.sched_setaffinity(0, set(range(args.cores)))
         fn = worker_jnnp if args.worker == "jnnp" else worker_jaxmd
         res = fn(args.arg if args.worker == "jnnp" else float(args.arg), args.repeats)

@@ -229,13 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     from jnnp.ensemble.commands import add_parsers
 
     add_parsers(sub)  # sweep, committee, select
+
+    from jnnp.hyper.cli import add_parser as add_hyper_parser
+
+    add_hyper_parser(sub)  # hyper
     return parser
 
 
 def main(argv=None) -> int:
     from jnnp.errors import JnnpError
 
+    from jnnp.allocator import tune_allocator
+
     args = build_parser().parse_args(argv)
+    tune_allocator()
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -405,8 +405,8 @@ def pad_to(spec, graph: Graph, sizes: dict) -> Graph:
         raise ValueError(f"need room for a dummy pair: {n_pairs} pairs, capacity {sizes['pairs']}")
     g = pad_graph(graph, sizes, plan)
     pair_blocks = tuple((np.where(m, i, n_pairs).astype(np.int32), loc, m) for i, loc, m in g.pair_blocks)
-    trip = tuple((np.where(m, p, n_pairs).astype(np.int32), np.where(m, q, n_pairs).astype(np.int32), loc, m)
-                 for p, q, loc, m in g.triplet_blocks)
+    trip = tuple(tuple(np.where(m, x, n_pairs).astype(np.int32) for x in (p, q, r)) + (loc, m)
+                 for p, q, r, loc, m in g.triplet_blocks)
     return dataclasses.replace(g, pair_blocks=pair_blocks, triplet_blocks=trip)
 
 

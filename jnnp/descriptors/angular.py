@@ -10,6 +10,13 @@ many (T, K) intermediates; the hand-written VJP below recomputes the cheap facto
 the K functions per triplet first (as n2p2 accumulates its per-triplet force terms), so the
 backward pass touches (T, K) arrays only once. The math is checked against autodiff and finite
 differences in the tests.
+
+For narrow functions on a graph that also lists the pair index of each triplet's third leg j→k
+(host-built graphs, `jnnp.geometry.Graph.jk`), `make_narrow_angular_block` goes further, as n2p2's
+symmetry-function groups do: the radial factor exp(−η Σ (r − r_s)²) Π f_c(r) is a product of one
+factor per leg, e(r) = exp(−η (r − r_s)²) f_c(r), so e and de/dr are computed once per *pair* and
+distinct (η, r_s, r_c), cos θ_ijk follows from the three leg lengths (law of cosines), and the
+per-triplet work is products of gathered pair values: no transcendental function per triplet.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import jax.numpy as jnp
 
 from jnnp.descriptors.cutoff import cutoff as _cutoff
 
-__all__ = ["make_exp_angular_block"]
+__all__ = ["make_exp_angular_block", "make_narrow_angular_block"]
 
 
 def _safe_div(a, b):
@@ -39,6 +46,79 @@ def _take(x, idx):
     return x.at[idx].get(mode="promise_in_bounds")
 
 
+def _tile_rows(C: int, S: int, tile_size: int) -> tuple[int, int]:
+    """Rows per tile R (≈ tile_size triplets, at most C) and number of tiles."""
+    R = max(1, min(tile_size // S, C))
+    return R, -(-C // R)
+
+
+def _tile(arrays, k, R: int, C: int):
+    """Rows [s, s + R) of every (C, …) array, s = min(k R, C − R): the last tile is shifted back to
+    stay in bounds (instead of padding copies of the index arrays) and overlaps its predecessor;
+    also returns the rows' flag "first visit" (row ≥ k R) so that overlapping rows count once."""
+    s = jnp.minimum(k * R, C - R)
+    rows = tuple(jax.lax.dynamic_slice_in_dim(a, s, R, axis=0) for a in arrays)
+    return s, rows, (s + jnp.arange(R) >= k * R)
+
+
+def _tiled_sums(tile_fn, arrays, chunk_local, n_seg: int, K: int, dtype, tile_size: int):
+    """Per-centre sums (n_seg, K) of ``tile_fn(*rows) -> (R, K)`` per-chunk sums over (C, S) arrays,
+    one tile of rows at a time (intermediates stay in cache, no triplet-sized temporaries)."""
+    C, S = arrays[0].shape
+    if C == 0:
+        return jnp.zeros((n_seg, K), dtype)
+    R, n = _tile_rows(C, S, tile_size)
+
+    def body(k, acc):
+        s, rows, _ = _tile(arrays, k, R, C)  # overlapping rows are recomputed identically
+        return jax.lax.dynamic_update_slice_in_dim(acc, tile_fn(*rows).astype(dtype), s, axis=0)
+
+    sums = jax.lax.fori_loop(0, n, body, jnp.zeros((C, K), dtype))
+    return jax.ops.segment_sum(sums, chunk_local, n_seg, indices_are_sorted=True)
+
+
+def _tiled_scatter(tile_fn, arrays, chunk_local, g, accumulators, tile_size: int):
+    """Accumulate per-triplet cotangents into pair arrays, one tile at a time.
+
+    ``tile_fn(gl, *rows)`` gets the (R, K) cotangent of each chunk's centre and returns, per
+    accumulator, a sequence of (index (R, S), value (R, S)) to scatter-add into it.
+    """
+    C, S = arrays[0].shape
+    if C == 0:
+        return accumulators
+    R, n = _tile_rows(C, S, tile_size)
+
+    def body(k, accs):
+        s, rows, fresh = _tile(arrays + (chunk_local,), k, R, C)
+        gl = g.at[rows[-1]].get(mode="promise_in_bounds") * fresh[:, None]
+        out = []
+        for acc, terms in zip(accs, tile_fn(gl, *rows[:-1])):
+            for idx, val in terms:
+                acc = acc.at[idx.reshape(-1)].add(val.reshape(-1), mode="promise_in_bounds")
+            out.append(acc)
+        return tuple(out)
+
+    return jax.lax.fori_loop(0, n, body, tuple(accumulators))
+
+
+def _angular_power(cos, lam, zeta, derivative: bool):
+    """2^(1−ζ) (1 + λ cos)^ζ and (optionally) its derivative w.r.t. cos; 0 where 1 + λ cos ≤ 0."""
+    b = 1.0 + lam * cos
+    pos = b > 0
+    bs = jnp.where(pos, b, 1.0)
+    c = 2.0 ** (1.0 - zeta)
+
+    def pw(e):
+        if float(e).is_integer() and 0 <= e <= 64:
+            return jax.lax.integer_pow(bs, int(e))
+        return jnp.power(bs, e)
+
+    p = jnp.where(pos, c * pw(zeta), 0.0)
+    if not derivative:
+        return p, None
+    return p, jnp.where(pos, (c * zeta * lam) * pw(zeta - 1.0), 0.0)
+
+
 def make_exp_angular_block(ctype: int, alpha: float, columns, tile_size: int = 8192):
     """Build ``block_fn(v1, v2, chunk_local, mask, n_seg) -> (n_seg, K)`` with a custom VJP.
 
@@ -51,8 +131,8 @@ def make_exp_angular_block(ctype: int, alpha: float, columns, tile_size: int = 8
     of three (P,) arrays, the pair indices ``tp``, ``tq`` (C, S) of each triplet's legs r_ij and
     r_ik (C chunks of S triplets, every chunk belonging to one centre), ``chunk_local`` (C,)
     sorted centre index of each chunk, ``mask`` (C, S) bool and the static number of centres.
-    The work is done in tiles of about ``tile_size`` triplets (``lax.map``/``lax.scan``) so that
-    the intermediates stay in cache. Differentiable (reverse mode) w.r.t. the pair vectors.
+    The work is done in tiles of about ``tile_size`` triplets (``lax.fori_loop``) so that the
+    intermediates stay in cache. Differentiable (reverse mode) w.r.t. the pair vectors.
     """
     cols = tuple(dict(c) for c in columns)
     rcs = sorted({c["rc"] for c in cols})
@@ -144,23 +224,9 @@ def make_exp_angular_block(ctype: int, alpha: float, columns, tile_size: int = 8
             gv2 = [g + a3 * x3 for g, x3 in zip(gv2, v3)]
         return gv1, gv2
 
-    def tiles(tp, tq, chunk_local, mask):
-        """Pad the (C, S) index arrays to whole tiles and reshape to (n_tiles, R, S)."""
-        C, S = tp.shape
-        R = max(1, min(tile_size // S, C))
-        n = -(-C // R)
-        pad = n * R - C
-        if pad:
-            tp, tq = (jnp.pad(a, ((0, pad), (0, 0))) for a in (tp, tq))
-            mask = jnp.pad(mask, ((0, pad), (0, 0)))
-            chunk_local = jnp.pad(chunk_local, (0, pad), mode="edge")
-        return tp.reshape(n, R, S), tq.reshape(n, R, S), chunk_local, mask.reshape(n, R, S)
-
     def forward(vxyz, tp, tq, chunk_local, mask, n_seg):
-        tp3, tq3, loc, m3 = tiles(tp, tq, chunk_local, mask)
-        sums = jax.lax.map(lambda a: tile_sums(vxyz, *a), (tp3, tq3, m3))
-        sums = sums.reshape(-1, len(cols))
-        return jax.ops.segment_sum(sums, loc, n_seg, indices_are_sorted=True)
+        return _tiled_sums(lambda *rows: tile_sums(vxyz, *rows), (tp, tq, mask), chunk_local, n_seg,
+                           len(cols), vxyz[0].dtype, tile_size)
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
     def block_fn(vxyz, tp, tq, chunk_local, mask, n_seg):
@@ -171,15 +237,110 @@ def make_exp_angular_block(ctype: int, alpha: float, columns, tile_size: int = 8
 
     def bwd(n_seg, res, g):
         vxyz, tp, tq, chunk_local, mask = res
-        tp3, tq3, loc, m3 = tiles(tp, tq, chunk_local, mask)
-        gl = g.at[loc].get(mode="promise_in_bounds").reshape(tp3.shape[0], tp3.shape[1], len(cols))
 
-        gv = jax.lax.map(lambda a: tile_grads(vxyz, *a), (tp3, tq3, m3, gl))
-        p, q = tp3.reshape(-1), tq3.reshape(-1)
-        acc = tuple(jnp.zeros_like(x).at[p].add(a1.reshape(-1), mode="promise_in_bounds")
-                    .at[q].add(a2.reshape(-1), mode="promise_in_bounds")
-                    for x, a1, a2 in zip(vxyz, gv[0], gv[1]))
+        def grads(gl, tp, tq, m):
+            gv1, gv2 = tile_grads(vxyz, tp, tq, m, gl)
+            return tuple(((tp, a1), (tq, a2)) for a1, a2 in zip(gv1, gv2))
+
+        acc = _tiled_scatter(grads, (tp, tq, mask), chunk_local, g, tuple(jnp.zeros_like(x) for x in vxyz),
+                             tile_size)
         return acc, None, None, None, None
+
+    block_fn.defvjp(fwd, bwd)
+    return block_fn
+
+
+def make_narrow_angular_block(ctype: int, alpha: float, columns, tile_size: int = 8192):
+    """Build ``block_fn(r, tp, tq, tr, chunk_local, mask, n_seg) -> (n_seg, K)`` with a custom VJP
+    for a block of narrow exponential angular functions (n2p2 types 3, 13), static parameters.
+
+    Args:
+        ctype, alpha: n2p2 cutoff type and inner-cutoff fraction (static).
+        columns: per function a dict with static floats ``w, lam, zeta, eta, rs, rc``.
+
+    The returned function takes all pair distances ``r`` (P,) [Å], the pair indices ``tp``,
+    ``tq``, ``tr`` (C, S) of each triplet's legs i→j, i→k and j→k (C chunks of S triplets, each
+    chunk belonging to one centre), ``chunk_local`` (C,) sorted centre index of each chunk,
+    ``mask`` (C, S) bool and the static number of centres. Differentiable (reverse mode) w.r.t.
+    ``r``. Legs of zero length give zero (finite gradients), as in the generic path.
+    """
+    cols = tuple(dict(c) for c in columns)
+    groups = sorted({(c["eta"], c["rs"], c["rc"]) for c in cols})
+    gid = [groups.index((c["eta"], c["rs"], c["rc"])) for c in cols]
+    pows = sorted({(c["lam"], c["zeta"]) for c in cols})
+    pid = [pows.index((c["lam"], c["zeta"])) for c in cols]
+    K, G = len(cols), len(groups)
+
+    def pair_factors(r):
+        """Per pair and group: e = exp(−η (r − r_s)²) f_c(r) and de/dr, each a list of G (P,)."""
+        fc = {rc: jax.jvp(lambda x: _cutoff(ctype, x, rc, alpha), (r,), (jnp.ones_like(r),))
+              for rc in sorted({g[2] for g in groups})}
+        es, ds = [], []
+        for eta, rs, rc in groups:
+            f, df = fc[rc]
+            u = r - rs
+            x = jnp.exp(-eta * u * u)
+            es.append(x * f)
+            ds.append(x * (df - 2.0 * eta * u * f))
+        return es, ds
+
+    def legs(r, tp, tq, tr):
+        r1, r2, r3 = _take(r, tp), _take(r, tq), _take(r, tr)
+        inv12 = _safe_div(1.0, r1 * r2)
+        cos = (r1 * r1 + r2 * r2 - r3 * r3) * 0.5 * inv12
+        return r1, r2, r3, cos, inv12
+
+    def tile_sums(r, es, tp, tq, tr, m):
+        cos = legs(r, tp, tq, tr)[3]
+        P = [_angular_power(cos, lam, zeta, False)[0] for lam, zeta in pows]
+        E = [_take(e, tp) * _take(e, tq) * _take(e, tr) * m for e in es]
+        return jnp.stack([jnp.sum(c["w"] * P[pid[k]] * E[gid[k]], axis=-1) for k, c in enumerate(cols)], axis=1)
+
+    def tile_grads(r, es, ds, tp, tq, tr, m, gl):
+        """VJP of `tile_sums` for one tile: gl (R, K) → cotangents of the three leg lengths (R, S)."""
+        r1, r2, r3, cos, inv12 = legs(r, tp, tq, tr)
+        P = [_angular_power(cos, lam, zeta, True) for lam, zeta in pows]
+        Q, Qd = [0.0] * G, [0.0] * G  # Σ over the group's columns of ∂G_k/∂E and ∂G_k/∂cos / E
+        for k, c in enumerate(cols):
+            gk = gl[:, k:k + 1] * c["w"]
+            Q[gid[k]] = Q[gid[k]] + gk * P[pid[k]][0]
+            Qd[gid[k]] = Qd[gid[k]] + gk * P[pid[k]][1]
+        g1 = g2 = g3 = g_cos = 0.0
+        for g in range(G):
+            e1, e2, e3 = _take(es[g], tp), _take(es[g], tq), _take(es[g], tr)
+            d1, d2, d3 = _take(ds[g], tp), _take(ds[g], tq), _take(ds[g], tr)
+            g_cos = g_cos + Qd[g] * e1 * e2 * e3
+            g1 = g1 + Q[g] * d1 * e2 * e3
+            g2 = g2 + Q[g] * e1 * d2 * e3
+            g3 = g3 + Q[g] * e1 * e2 * d3
+        # ∂cos/∂r1 = 1/r2 − cos/r1, ∂cos/∂r2 = 1/r1 − cos/r2, ∂cos/∂r3 = −r3/(r1 r2)
+        g1 = (g1 + g_cos * (r1 * inv12 - cos * _safe_div(1.0, r1))) * m
+        g2 = (g2 + g_cos * (r2 * inv12 - cos * _safe_div(1.0, r2))) * m
+        g3 = (g3 - g_cos * r3 * inv12) * m
+        return g1, g2, g3
+
+    def forward(r, tp, tq, tr, chunk_local, mask, n_seg):
+        es, _ = pair_factors(r)
+        return _tiled_sums(lambda tp, tq, tr, m: tile_sums(r, es, tp, tq, tr, m.astype(r.dtype)),
+                           (tp, tq, tr, mask), chunk_local, n_seg, K, r.dtype, tile_size)
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+    def block_fn(r, tp, tq, tr, chunk_local, mask, n_seg):
+        return forward(r, tp, tq, tr, chunk_local, mask, n_seg)
+
+    def fwd(r, tp, tq, tr, chunk_local, mask, n_seg):
+        return forward(r, tp, tq, tr, chunk_local, mask, n_seg), (r, tp, tq, tr, chunk_local, mask)
+
+    def bwd(n_seg, res, g):
+        r, tp, tq, tr, chunk_local, mask = res
+        es, ds = pair_factors(r)
+
+        def grads(gl, tp, tq, tr, m):
+            g1, g2, g3 = tile_grads(r, es, ds, tp, tq, tr, m.astype(r.dtype), gl)
+            return (((tp, g1), (tq, g2), (tr, g3)),)
+
+        (acc,) = _tiled_scatter(grads, (tp, tq, tr, mask), chunk_local, g, (jnp.zeros_like(r),), tile_size)
+        return acc, None, None, None, None, None
 
     block_fn.defvjp(fwd, bwd)
     return block_fn

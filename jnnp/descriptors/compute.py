@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jnnp.descriptors import compact as _compact
-from jnnp.descriptors.angular import make_exp_angular_block
+from jnnp.descriptors.angular import make_exp_angular_block, make_narrow_angular_block
 from jnnp.descriptors.cutoff import cutoff as _cutoff
 from jnnp.descriptors.params import FIELDS, field_values
 from jnnp.descriptors.plan import make_plan
@@ -81,15 +81,18 @@ def _angular_powers(cos, lam, zeta, zeta_traced: bool):
     return jnp.where(pos, np.exp2(1.0 - zeta).astype(base.dtype) * out, 0.0)
 
 
-def _fast_angular_block(spec: DescriptorSpec, info: _Columns):
-    """Custom-VJP evaluator for a triplet block of static exponential functions, else None."""
+def _fast_angular_blocks(spec: DescriptorSpec, info: _Columns):
+    """Custom-VJP evaluators for a triplet block of static exponential functions: (vector-based,
+    pair-factor based or None) — the second only when every function of the block is narrow."""
     if set(spec.trainable) & {"eta", "rs", "rc", "zeta", "alpha"} or not set(info.types) <= {3, 9, 13}:
-        return None
+        return None, None
     columns = [dict(w=float(info.weights[j]), lam=float(info.lam[j]), zeta=float(info.static["zeta"][j]),
                     eta=float(info.static["eta"][j]), rs=float(info.static["rs"][j]),
                     rc=float(info.static["rc"][j]), narrow=t in (3, 13))
                for j, t in enumerate(info.types)]
-    return make_exp_angular_block(spec.cutoff_type, spec.cutoff_alpha, columns)
+    narrow = (make_narrow_angular_block(spec.cutoff_type, spec.cutoff_alpha, columns)
+              if all(c["narrow"] for c in columns) else None)
+    return make_exp_angular_block(spec.cutoff_type, spec.cutoff_alpha, columns), narrow
 
 
 def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
@@ -104,15 +107,16 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
     Returns per element c the symmetry-function values of its atoms (dimensionless), with
     padding rows (element_mask False) set to zero. Computed in the dtype of ``positions``.
     Differentiable (reverse mode, any order) w.r.t.: positions, cell, and the trainable fields in
-    ``params``. With ``fast_angular`` (default) blocks of static exponential angular functions use
-    a hand-written VJP (`jnnp.descriptors.angular`), which does not support forward mode
+    ``params``. With ``fast_angular`` (default) blocks of static exponential angular functions on
+    chunked graphs use a hand-written VJP (`jnnp.descriptors.angular`; per-pair radial factors
+    when the graph lists the j→k legs), which does not support forward mode
     (``jax.jvp``/``jacfwd``); pass ``fast_angular=False`` for plain autodiff everywhere.
     """
     plan = make_plan(spec)
     nel = len(spec.elements)
     pair_info = [_Columns(spec, b) for b in plan.pair_blocks]
     trip_info = [_Columns(spec, b) for b in plan.triplet_blocks]
-    fast = [_fast_angular_block(spec, info) if fast_angular else None for info in trip_info]
+    fast = [_fast_angular_blocks(spec, info) if fast_angular else (None, None) for info in trip_info]
     trainable = set(spec.trainable)
     ctype = spec.cutoff_type
 
@@ -167,12 +171,16 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
                     _pick(info.subtypes, sel), r, vf(info, "rl", sel), vf(info, "rc", sel)))
             accumulate(info, vals, local, mask)
 
-        for info, block_fn, (tp, tq, local, mask) in zip(trip_info, fast, graph.triplet_blocks):
-            if block_fn is not None and graph.chunk > 1:
+        for info, (vector_fn, narrow_fn), (tp, tq, tr, local, mask) in zip(trip_info, fast, graph.triplet_blocks):
+            if vector_fn is not None and graph.chunk > 1:
                 S = graph.chunk
                 shape = (tp.shape[0] // S, S)
-                seg = block_fn(vxyz, tp.reshape(shape), tq.reshape(shape), local[::S], mask.reshape(shape),
-                               out[info.c].shape[0])
+                n_seg = out[info.c].shape[0]
+                if narrow_fn is not None and graph.jk:
+                    seg = narrow_fn(r_pair, tp.reshape(shape), tq.reshape(shape), tr.reshape(shape), local[::S],
+                                    mask.reshape(shape), n_seg)
+                else:
+                    seg = vector_fn(vxyz, tp.reshape(shape), tq.reshape(shape), local[::S], mask.reshape(shape), n_seg)
                 out[info.c] = out[info.c].at[:, info.cols].add(seg)
                 continue
             v1, v2 = _take(vec, tp), _take(vec, tq)

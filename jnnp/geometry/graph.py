@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from flax import struct
 
-from jnnp.geometry.pairs import all_image_pairs, triplets
+from jnnp.geometry.pairs import all_image_pairs, pair_index, triplets
 
 __all__ = ["Graph", "build_graph"]
 
@@ -29,11 +29,14 @@ class Graph:
         pair_shift: (P, 3) int32 lattice shift of j's image (rows of the cell).
         pair_blocks: per plan pair block, (idx, local, mask): (P_b,) pair indices, centre index
             within its element, validity.
-        triplet_blocks: per plan triplet block, (p, q, local, mask): (T_b,) two pair indices sharing
-            the centre, centre index within its element, validity.
+        triplet_blocks: per plan triplet block, (p, q, r, local, mask): (T_b,) the pair indices of
+            the legs i→j and i→k (sharing the centre), of the leg j→k when ``jk`` is set and the
+            block is narrow (else 0), centre index within its element, validity.
         chunk: static S ≥ 1; when S > 1 every triplet block is laid out in chunks of S entries,
             each chunk belonging to a single centre (padded with masked entries), so the
             descriptor can reduce within chunks before the segment sum (T_b is a multiple of S).
+        jk: static; True when the ``r`` entries of narrow triplet blocks are valid, which lets the
+            descriptor use per-pair radial factors (`jnnp.descriptors.angular`).
     """
 
     species: np.ndarray
@@ -46,6 +49,7 @@ class Graph:
     pair_blocks: tuple
     triplet_blocks: tuple
     chunk: int = struct.field(pytree_node=False, default=1)
+    jk: bool = struct.field(pytree_node=False, default=False)
 
     @property
     def n_atoms(self) -> int:
@@ -69,21 +73,21 @@ def species_of(numbers, elements) -> np.ndarray:
     return np.array([lookup[int(z)] for z in numbers], dtype=np.int32)
 
 
-def chunk_triplets(p, q, local, chunk: int):
-    """Pad each centre's run of triplets to a multiple of ``chunk`` (masked entries, p = q = 0)."""
+def chunk_triplets(p, q, r, local, chunk: int):
+    """Pad each centre's run of triplets to a multiple of ``chunk`` (masked entries, p = q = r = 0)."""
     if chunk == 1 or len(local) == 0:
-        return p, q, local, np.ones(len(p), bool)
+        return p, q, r, local, np.ones(len(p), bool)
     starts = np.r_[0, np.flatnonzero(np.diff(local)) + 1]
     counts = np.diff(np.r_[starts, len(local)])
     padded = -(-counts // chunk) * chunk
     new_start = np.r_[0, np.cumsum(padded)[:-1]]
     total = int(padded.sum())
     dest = np.repeat(new_start - starts, counts) + np.arange(len(local))
-    P, Q = np.zeros(total, np.int32), np.zeros(total, np.int32)
+    P, Q, J = (np.zeros(total, np.int32) for _ in range(3))
     L = np.repeat(local[starts], padded).astype(np.int32)
     M = np.zeros(total, bool)
-    P[dest], Q[dest], M[dest] = p, q, True
-    return P, Q, L, M
+    P[dest], Q[dest], J[dest], M[dest] = p, q, r, True
+    return P, Q, J, L, M
 
 
 def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | None = None,
@@ -136,23 +140,27 @@ def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | Non
             c, e1, e2 = b.key
             sel = (c_of == c) & (lo == e1) & (hi == e2) & (rmax < b.rc + skin)
             tp, tq = p[sel], q[sel]
+            tr = np.zeros(len(tp), np.int64)
             if b.narrow:
+                # The leg j→k is itself a listed pair whenever r_jk < r_c + skin ≤ cutoff + skin.
                 rjk = np.linalg.norm(pl.vectors[tq] - pl.vectors[tp], axis=1)
-                keep = rjk < b.rc + skin
-                tp, tq = tp[keep], tq[keep]
-            triplet_blocks.append((tp.astype(np.int32), tq.astype(np.int32), local[pl.centers[tp]]))
+                tr = pair_index(pl, pl.neighbors[tp], pl.neighbors[tq], pl.shifts[tq] - pl.shifts[tp])
+                keep = (rjk < b.rc + skin) & (tr >= 0)
+                tp, tq, tr = tp[keep], tq[keep], tr[keep]
+            triplet_blocks.append((tp.astype(np.int32), tq.astype(np.int32), tr.astype(np.int32),
+                                   local[pl.centers[tp]]))
             if chunk is None:
                 n_trip += len(tp)
                 n_cent += len(np.unique(pl.centers[tp]))
     if chunk is None:
         chunk = 32 if n_trip >= 256 * max(n_cent, 1) else 1
-    triplet_blocks = [chunk_triplets(p, q, loc, chunk) for p, q, loc in triplet_blocks]
+    triplet_blocks = [chunk_triplets(p, q, r, loc, chunk) for p, q, r, loc in triplet_blocks]
 
     return Graph(species=species, atom_mask=np.ones(n, bool), element_atoms=tuple(element_atoms),
                  element_mask=tuple(np.ones(len(a), bool) for a in element_atoms),
                  pair_i=pl.centers, pair_j=pl.neighbors, pair_shift=pl.shifts,
                  pair_blocks=tuple(pair_blocks), triplet_blocks=tuple(tuple(b) for b in triplet_blocks),
-                 chunk=int(chunk))
+                 chunk=int(chunk), jk=True)
 
 
 def bucket(n: int, granularity: float = 0.125, minimum: int = 8) -> int:
@@ -199,13 +207,13 @@ def pad_graph(graph: Graph, sizes: dict, plan) -> Graph:
     for (idx, local, mask), cap, b_c in zip(graph.pair_blocks, sizes["pair_blocks"], (b.key[0] for b in plan.pair_blocks)):
         pair_blocks.append((_pad1(idx, cap, 0), _pad1(local, cap, last_local(b_c)), _pad1(mask, cap, False)))
     triplet_blocks = []
-    for (p, q, local, mask), cap, b_c in zip(graph.triplet_blocks, sizes["triplet_blocks"],
-                                            (b.key[0] for b in plan.triplet_blocks)):
-        triplet_blocks.append((_pad1(p, cap, 0), _pad1(q, cap, 0), _pad1(local, cap, last_local(b_c)),
-                               _pad1(mask, cap, False)))
+    for (p, q, r, local, mask), cap, b_c in zip(graph.triplet_blocks, sizes["triplet_blocks"],
+                                               (b.key[0] for b in plan.triplet_blocks)):
+        triplet_blocks.append((_pad1(p, cap, 0), _pad1(q, cap, 0), _pad1(r, cap, 0),
+                               _pad1(local, cap, last_local(b_c)), _pad1(mask, cap, False)))
     return Graph(species=_pad1(graph.species, sizes["atoms"], 0),
                  atom_mask=_pad1(graph.atom_mask, sizes["atoms"], False),
                  element_atoms=element_atoms, element_mask=element_mask,
                  pair_i=_pad1(graph.pair_i, sizes["pairs"], 0), pair_j=_pad1(graph.pair_j, sizes["pairs"], 0),
                  pair_shift=_pad1(graph.pair_shift, sizes["pairs"], 0), pair_blocks=tuple(pair_blocks),
-                 triplet_blocks=tuple(triplet_blocks), chunk=graph.chunk)
+                 triplet_blocks=tuple(triplet_blocks), chunk=graph.chunk, jk=graph.jk)

@@ -306,7 +306,9 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
                 row = rows[jnp.where(inside, loc, 0)]
                 a = slots[b.key[1]][row, key % (W1 * W2) // W2]
                 q = slots[b.key[2]][row, key % W2]
-                trip[k] = (jnp.where(ok, row * K + a, 0), jnp.where(ok, row * K + q, 0), loc, ok)
+                # no j→k pair index here (Graph.jk is False): the descriptor computes r_jk itself
+                trip[k] = (jnp.where(ok, row * K + a, 0), jnp.where(ok, row * K + q, 0),
+                           jnp.zeros_like(keys), loc, ok)
                 over |= total > keys.shape[0]
         if caps is None:
             return counts[0], [tcounts[k] for k in range(len(plan.triplet_blocks))], counts[2]

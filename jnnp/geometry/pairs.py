@@ -99,3 +99,28 @@ def triplets(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     offset = np.arange(len(p)) - np.repeat(np.cumsum(run) - run, run)
     q = p + offset + 1
     return p, q
+
+
+def pair_index(pl: PairList, i, j, shifts) -> np.ndarray:
+    """Index into ``pl`` of the directed pairs (i, j, shift), or −1 where the list has no such pair.
+
+    Args:
+        pl: the pair list. i, j: (T,) atoms; shifts: (T, 3) integer lattice shifts of j's image.
+    """
+    i, j, shifts = np.asarray(i, np.int64), np.asarray(j, np.int64), np.asarray(shifts, np.int64)
+    if len(pl) == 0 or len(i) == 0:
+        return np.full(len(i), -1, np.int64)
+    lo = np.minimum(pl.shifts.min(0), shifts.min(0) if len(shifts) else 0).astype(np.int64)
+    span = (np.maximum(pl.shifts.max(0), shifts.max(0)) - lo + 1).astype(np.int64)
+    n = int(max(pl.centers.max(), pl.neighbors.max(), i.max(), j.max())) + 1
+
+    def key(a, b, s):
+        s = s - lo
+        return ((a * n + b) * span[0] + s[:, 0]) * span[1] * span[2] + s[:, 1] * span[2] + s[:, 2]
+
+    keys = key(pl.centers.astype(np.int64), pl.neighbors.astype(np.int64), pl.shifts.astype(np.int64))
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    want = key(i, j, shifts)
+    pos = np.minimum(np.searchsorted(sorted_keys, want), len(keys) - 1)
+    return np.where(sorted_keys[pos] == want, order[pos], -1)

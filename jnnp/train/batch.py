@@ -102,7 +102,7 @@ def graph_cache_key(spec, structures) -> str:
 def _auto_chunk(graphs) -> int:
     n_trip = n_cent = 0
     for g in graphs:
-        for p, q, local, mask in g.triplet_blocks:
+        for p, q, r, local, mask in g.triplet_blocks:
             n_trip += len(p)
             n_cent += len(np.unique(local))
     return 32 if n_trip >= 256 * max(n_cent, 1) else 1
@@ -111,16 +111,18 @@ def _auto_chunk(graphs) -> int:
 def _rechunk(g: Graph, chunk: int) -> Graph:
     if chunk == 1:
         return g
-    tb = tuple(chunk_triplets(p, q, local, chunk) for p, q, local, _ in g.triplet_blocks)
+    tb = tuple(chunk_triplets(p, q, r, local, chunk) for p, q, r, local, _ in g.triplet_blocks)
     return g.replace(triplet_blocks=tb, chunk=chunk)
 
 
 _FIELDS = ("species", "pair_i", "pair_j", "pair_shift")
+_TRIPLET_FIELDS = ("p", "q", "r", "local", "mask")
 
 
 def _save_graphs(path: Path, graphs, key: str) -> None:
     arrays = {"key": np.frombuffer(key.encode(), np.uint8),
-              "chunk": np.asarray(graphs[0].chunk if graphs else 1)}
+              "chunk": np.asarray(graphs[0].chunk if graphs else 1),
+              "jk": np.asarray(all(g.jk for g in graphs))}
     arrays["n_atoms"] = np.array([g.n_atoms for g in graphs], np.int64)
     arrays["n_pairs"] = np.array([len(g.pair_i) for g in graphs], np.int64)
     for f in _FIELDS:
@@ -140,7 +142,7 @@ def _save_graphs(path: Path, graphs, key: str) -> None:
         for k, name in enumerate(("idx", "local")):
             arrays[f"pb{b}_{name}"] = np.concatenate([g.pair_blocks[b][k] for g in graphs])
     for b in range(n_tb):
-        for k, name in enumerate(("p", "q", "local", "mask")):
+        for k, name in enumerate(_TRIPLET_FIELDS):
             arrays[f"tb{b}_{name}"] = np.concatenate([g.triplet_blocks[b][k] for g in graphs])
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -156,9 +158,9 @@ def _save_graphs(path: Path, graphs, key: str) -> None:
 
 def _load_graphs(path: Path, key: str):
     with np.load(path, allow_pickle=False) as z:
-        if bytes(z["key"]).decode() != key:
+        if bytes(z["key"]).decode() != key or "jk" not in z.files:  # other data or an older layout
             return None
-        chunk = int(z["chunk"])
+        chunk, jk = int(z["chunk"]), bool(z["jk"])
         n = len(z["n_atoms"])
 
         def split(name, counts):
@@ -168,7 +170,7 @@ def _load_graphs(path: Path, key: str):
         els = [split(f"el{c}", z["n_el"][:, c]) for c in range(z["n_el"].shape[1])]
         pbs = [[split(f"pb{b}_{k}", z["n_pb"][:, b]) for k in ("idx", "local")]
                for b in range(z["n_pb"].shape[1])]
-        tbs = [[split(f"tb{b}_{k}", z["n_tb"][:, b]) for k in ("p", "q", "local", "mask")]
+        tbs = [[split(f"tb{b}_{k}", z["n_tb"][:, b]) for k in _TRIPLET_FIELDS]
                for b in range(z["n_tb"].shape[1])]
     graphs = []
     for i in range(n):
@@ -178,7 +180,7 @@ def _load_graphs(path: Path, key: str):
             element_atoms=tuple(e[i] for e in els), element_mask=tuple(np.ones(len(e[i]), bool) for e in els),
             pair_i=fields["pair_i"][i], pair_j=fields["pair_j"][i], pair_shift=fields["pair_shift"][i],
             pair_blocks=tuple((b[0][i], b[1][i], np.ones(len(b[0][i]), bool)) for b in pbs),
-            triplet_blocks=tuple(tuple(x[i] for x in b) for b in tbs), chunk=chunk))
+            triplet_blocks=tuple(tuple(x[i] for x in b) for b in tbs), chunk=chunk, jk=jk))
     return graphs
 
 
@@ -320,7 +322,7 @@ def collate(structures, graphs, sizes: dict, plan, n_slots: int, indices=None) -
     species, pair_i, pair_j, offsets = [], [], [], []
     elem = [[] for _ in range(n_el)]
     pblocks = [([], []) for _ in graphs[0].pair_blocks]
-    tblocks = [([], [], [], []) for _ in graphs[0].triplet_blocks]
+    tblocks = [([], [], [], [], []) for _ in graphs[0].triplet_blocks]
     atom_structure = []
     for s_idx, (s, g) in enumerate(zip(structures, graphs)):
         species.append(g.species)
@@ -333,11 +335,12 @@ def collate(structures, graphs, sizes: dict, plan, n_slots: int, indices=None) -
         for (idx, local, _), acc in zip(g.pair_blocks, pblocks):
             acc[0].append(idx + p0)
             acc[1].append(local)
-        for (p, q, local, mask), acc in zip(g.triplet_blocks, tblocks):
+        for (p, q, r, local, mask), acc in zip(g.triplet_blocks, tblocks):
             acc[0].append(p + p0)
             acc[1].append(q + p0)
-            acc[2].append(local)
-            acc[3].append(mask)
+            acc[2].append(r + p0)
+            acc[3].append(local)
+            acc[4].append(mask)
         a0 += g.n_atoms
         p0 += len(g.pair_i)
     # local indices: offset by the number of atoms of the centre element in earlier structures
@@ -353,17 +356,19 @@ def collate(structures, graphs, sizes: dict, plan, n_slots: int, indices=None) -
         local = [lo + starts[k, c] for k, lo in enumerate(local)]
         pair_blocks.append((cat(idx, np.int32), cat(local, np.int32), np.ones(sum(map(len, idx)), bool)))
     triplet_blocks = []
-    for b, (p, q, local, mask) in zip(plan.triplet_blocks, tblocks):
+    for b, (p, q, r, local, mask) in zip(plan.triplet_blocks, tblocks):
         c = b.key[0]
         local = [lo + starts[k, c] for k, lo in enumerate(local)]
-        triplet_blocks.append((cat(p, np.int32), cat(q, np.int32), cat(local, np.int32), cat(mask, bool)))
+        triplet_blocks.append((cat(p, np.int32), cat(q, np.int32), cat(r, np.int32), cat(local, np.int32),
+                               cat(mask, bool)))
     n_atoms = a0
     union = Graph(species=cat(species, np.int32), atom_mask=np.ones(n_atoms, bool),
                   element_atoms=tuple(cat(e, np.int32) for e in elem),
                   element_mask=tuple(np.ones(int(counts[:, c].sum()), bool) for c in range(n_el)),
                   pair_i=cat(pair_i, np.int32), pair_j=cat(pair_j, np.int32),
                   pair_shift=np.concatenate(offsets).astype(np.float64).reshape(-1, 3),
-                  pair_blocks=tuple(pair_blocks), triplet_blocks=tuple(triplet_blocks), chunk=graphs[0].chunk)
+                  pair_blocks=tuple(pair_blocks), triplet_blocks=tuple(triplet_blocks), chunk=graphs[0].chunk,
+                  jk=all(g.jk for g in graphs))
     graph = pad_graph(union, sizes, plan)
     A = sizes["atoms"]
     positions = np.zeros((A, 3))

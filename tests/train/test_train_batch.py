@@ -31,11 +31,13 @@ def _check_union_invariants(batch, plan):
         # the local index names the centre atom
         assert np.all(g.element_atoms[c][local[mask]] == g.pair_i[idx[mask]])
         assert not np.any(mask[mask.sum():])
-    for b, (p, q, local, mask) in zip(plan.triplet_blocks, g.triplet_blocks):
+    for b, (p, q, r, local, mask) in zip(plan.triplet_blocks, g.triplet_blocks):
         c = b.key[0]
-        assert np.all(np.diff(local) >= 0) and max(p.max(initial=0), q.max(initial=0)) < P
+        assert np.all(np.diff(local) >= 0) and max(p.max(initial=0), q.max(initial=0), r.max(initial=0)) < P
         assert local.max(initial=0) < g.element_atoms[c].shape[0]
         assert np.all(g.pair_i[p[mask]] == g.pair_i[q[mask]])
+        if b.narrow and g.jk:  # the third leg j→k, offset into the union's pair list like p and q
+            assert np.all(g.pair_i[r[mask]] == g.pair_j[p[mask]]) and np.all(g.pair_j[r[mask]] == g.pair_j[q[mask]])
         assert np.all(g.element_atoms[c][local[mask]] == g.pair_i[p[mask]])
     # atoms never pair across structures
     s = batch.atom_structure

@@ -89,7 +89,7 @@ def test_allocate_matches_host(setup):
     g = setup.state.graph
     assert not bool(setup.state.overflow) and g.chunk == 32
     assert all(len(b[0]) % 32 == 0 for b in g.triplet_blocks)
-    for local in [b[1] for b in g.pair_blocks] + [b[2] for b in g.triplet_blocks]:
+    for local in [b[1] for b in g.pair_blocks] + [b[3] for b in g.triplet_blocks]:
         assert np.all(np.diff(np.asarray(local)) >= 0)
     _assert_matches(setup, setup.pos, g)
 

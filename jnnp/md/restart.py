@@ -63,12 +63,16 @@ def _fill(path, prefix, data, template, check_shapes):
     out = []
     for name, leaf in zip(names, leaves):
         x = data[name]
-        if np.dtype(x.dtype) != np.dtype(leaf.dtype):
-            raise ValueError(f"{path}: {name} has dtype {x.dtype}, this run uses {leaf.dtype} (precision changed?)")
-        if check_shapes and x.shape != tuple(leaf.shape):
-            raise ValueError(f"{path}: {name} has shape {x.shape}, this run's is {tuple(leaf.shape)} "
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype  # leaves may be floats
+        if np.dtype(x.dtype) != np.dtype(dtype):
+            raise ValueError(f"{path}: {name} has dtype {x.dtype}, this run uses {dtype} (precision changed?)")
+        if check_shapes and x.shape != tuple(np.shape(leaf)):
+            raise ValueError(f"{path}: {name} has shape {x.shape}, this run's is {tuple(np.shape(leaf))} "
                              f"(another structure?)")
-        out.append(jnp.asarray(x))
+        # Python scalars (e.g. jax-md's chain time constants) stay scalars: as arrays they would
+        # lose weak typing and promote the float32 parts of the state they multiply.
+        weak = isinstance(leaf, (int, float)) or getattr(leaf, "weak_type", False)
+        out.append(x.item() if weak and x.shape == () else jnp.asarray(x))
     return jax.tree.unflatten(treedef, out)
 
 

@@ -127,6 +127,17 @@ def test_cli_predict_and_select_with_a_committee(sweep_run, tmp_path, capsys):
     assert [r["index"] for r in sel["selected"]] == list(np.argsort(disagreement)[::-1][:2])
     assert (tmp_path / "sel" / "selected.input.data").exists()
     assert "committee of 4" in capsys.readouterr().out
+    # single models: extrapolation counts in predict's JSON and evaluate's report
+    member = str(members / "member_000")
+    with fast_compiles():
+        assert main(["predict", member, data, "--index", "90:96", "-o", str(tmp_path / "m.json")]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", member, data, "--index", "90:96"]) == 0
+    out = capsys.readouterr()
+    report = json.loads(out.out)["extrapolation"]
+    assert report["checked"] and len(report["per_structure"]) == 6
+    assert [p["extrapolations"] for p in json.loads((tmp_path / "m.json").read_text())] == report["per_structure"]
+    assert ("extrapolation warning" in out.err) == (report["total"] > 0)
 
 
 @pytest.mark.slow

@@ -175,6 +175,9 @@ def run_chunks(chunk_fn, state, gstate, graph_fns, n_samples: int, thermo_every:
     rec: dict[str, list] = {}
     rebuilds, wall, compile_s, done, failures = 0, 0.0, 0.0, 0, 0
     compiled = False
+    if n_samples > 0 and bool(gstate.overflow):  # e.g. allocated too small: no chunk could succeed
+        gstate = graph_fns.reallocate(state.position, gstate, **({} if cell_of is None else {"cell": cell_of(state)}))
+        rebuilds += 1
     while done < n_samples:
         want = n_samples - done
         if not compiled:

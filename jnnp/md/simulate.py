@@ -120,6 +120,9 @@ def run_md(potential, structure, cfg, run_dir, *, resume: bool = False, progress
     cell = jnp.asarray(structure.cell, dtype)
     R0 = jnp.asarray(structure.positions, dtype)
     gstate = graph.allocate(R0)
+    reallocations = 0
+    if bool(gstate.overflow):  # buffers too small already: the initial forces need a complete graph
+        gstate, reallocations = graph.fns.reallocate(R0, gstate), 1
     key = jax.random.PRNGKey(cfg.seed)
     key, sub = jax.random.split(key)
     state = init_state(init_fn, R0, masses_of(structure.numbers).astype(dtype), ens, sub, gstate.graph, cell)
@@ -181,15 +184,19 @@ def run_md(potential, structure, cfg, run_dir, *, resume: bool = False, progress
     save_restart(restart, step0 + n_samples * cfg.thermo_every, result.state, result.graph_state, key,
                  graph.fns.describe(result.graph_state))
     wall = time.perf_counter() - t0
-    return _summarise(run_dir, cfg, structure, result, wall, graph.mode, sampled, sampled_cells)
+    summary = _summarise(run_dir, cfg, structure, result, wall, graph.mode, sampled, sampled_cells,
+                         reallocations if step0 == 0 else 0)
+    return summary
 
 
-def _summarise(run_dir, cfg, structure, result, wall, neighbor_mode, sampled, sampled_cells) -> dict:
+def _summarise(run_dir, cfg, structure, result, wall, neighbor_mode, sampled, sampled_cells,
+               initial_reallocations=0) -> dict:
     n_steps = len(result.e_pot) * cfg.thermo_every
     e_tot = result.e_pot + result.e_kin
     rate = result.wall_s if result.wall_s else None
     summary = {"steps": int(n_steps), "timestep_fs": cfg.timestep_fs, "ensemble": cfg.ensemble,
-               "n_atoms": structure.n_atoms, "neighbors": neighbor_mode, "rebuilds": result.rebuilds,
+               "n_atoms": structure.n_atoms, "neighbors": neighbor_mode,
+               "rebuilds": result.rebuilds + initial_reallocations,
                "wall_s_including_compile": wall, "wall_s_chunks": result.wall_s, "compile_s": result.compile_s,
                "ns_per_day": (n_steps * cfg.timestep_fs * 1e-6) / (rate / 86400) if rate else None,
                "atom_steps_per_s": n_steps * structure.n_atoms / rate if rate else None,

@@ -8,7 +8,9 @@ structures outside the member's subset from its loss by clearing their label fla
 the member's own structures only. One step is therefore exactly the step of
 `jnnp.train.step.make_train_step` for that member on the masked batch, with the loss weights
 as traced values; a member whose learning rate equals ``TrainSettings.learning_rate`` is
-updated bit for bit as by the single-model step.
+updated bit for bit as by the single-model step. A batch holding none of a member's labelled
+structures is no step for that member (its state, optimiser count included, is kept): an Adam
+step on a zero gradient would still move the weights along the old momentum.
 
 The loop (`train_members`) mirrors `jnnp.train.loop.fit`: epochs over shuffled batches,
 validation after every epoch (one vmapped prediction per batch for all members), the best
@@ -66,7 +68,8 @@ def make_member_step(spec, optimizer, *, forces: bool = True, stress: bool = Fal
     Args of the returned function:
         state: `TrainState` of the member; hp: dict of () arrays (`member_arrays` entries);
         mask: (B,) bool, the batch slots in the member's subset; batch: `Batch`.
-    ``metrics``: ``loss``, ``finite``, ``grad_norm`` and the `loss_terms` (before the update).
+    ``metrics``: ``loss``, ``finite``, ``used`` (the batch held labelled structures of the
+    member, so the step was taken), ``grad_norm`` and the `loss_terms` (before the update).
     ``forces``/``stress`` select what is predicted (static; weights may still be 0 per member).
     """
     props = make_batch_properties_fn(spec, forces=forces, stress=stress)
@@ -91,7 +94,9 @@ def make_member_step(spec, optimizer, *, forces: bool = True, stress: bool = Fal
                          opt_state=opt_state)
         gnorm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(gnorm) & tree_all_finite(new.params)
-        return select_finite(ok, new, state), {"loss": loss, "finite": ok, "grad_norm": gnorm, **terms}
+        used = sum(terms[f"{t}_count"] for t in TERMS if f"{t}_count" in terms) > 0
+        return select_finite(ok & used, new, state), {"loss": loss, "finite": ok, "used": used,
+                                                      "grad_norm": gnorm, **terms}
 
     return step
 
@@ -162,7 +167,8 @@ class MemberHistory:
             ``lr``) plus scalars ``epoch`` (1-based) and ``time_s``.
         best_epoch: (M,) epoch of each member's returned parameters (0: the initial ones).
         best_loss: (M,) its validation (or training) loss.
-        stop_reason: ``"completed"``, ``"early stopping"`` or ``"time limit"``.
+        stop_reason: ``"completed"``, ``"early stopping"``, ``"time limit"`` or
+            ``"all members failed"``.
         failures: member index → message, for members frozen by a non-finite step.
     """
 

@@ -143,6 +143,7 @@ def _cmd_md(args) -> int:
     from jnnp.config import load_config
     from jnnp.data import read
     from jnnp.md.simulate import run_md
+    from jnnp.model.extrapolation import extrapolation_observables_or_none
 
     cfg = load_config(args.config, args.set)
     if cfg.md is None:
@@ -157,7 +158,8 @@ def _cmd_md(args) -> int:
         return 1
     s = read(md.structure, length_unit=md.length_unit, energy_unit=md.energy_unit)[md.structure_index]
     out_dir = args.run_dir or str(__import__("pathlib").Path(cfg.run_dir) / "md")
-    summary = run_md(pot, s, md, out_dir, resume=args.resume, progress=not args.quiet)
+    summary = run_md(pot, s, md, out_dir, resume=args.resume, progress=not args.quiet,
+                     observables=extrapolation_observables_or_none(pot))
     print(json.dumps(summary, indent=1, default=float))
     return 0
 

@@ -18,6 +18,7 @@ import numpy as np
 from jnnp.config.schema import RunConfig
 from jnnp.data import Dataset, read
 from jnnp.descriptors.grids import symmetry_function_grid
+from jnnp.model.extrapolation import extrapolation_observables_or_none
 from jnnp.model.potential import PotentialSpec, init_potential
 
 __all__ = ["build_potential_spec", "load_data", "train_from_config"]
@@ -96,7 +97,8 @@ def train_from_config(cfg: RunConfig, *, resume: bool = False, progress: bool = 
               f"network {spec.hidden}")
     per_system = cfg.data.split.per_system
     pot, history = fit(pot, train, val, train_settings(cfg), run_dir, resume=resume, progress=progress,
-                       split=split.to_dict(), callback=callback, systems=system_keys(val) if per_system else None)
+                       split=split.to_dict(), callback=callback,
+                       systems=system_keys(val) if per_system else None)
     save_model(run_dir / "model", pot, metadata={"config": cfg.name, "elements": elements})
     summary = {"name": cfg.name, "n_train": len(train), "n_validation": len(val), "n_test": len(test),
                "train_wall_s": time.perf_counter() - t0}
@@ -111,7 +113,8 @@ def train_from_config(cfg: RunConfig, *, resume: bool = False, progress: bool = 
         md = cfg.md
         start = (read(md.structure, length_unit=md.length_unit, energy_unit=md.energy_unit)[md.structure_index]
                  if md.structure else (test or val or train)[0])
-        summary["md"] = run_md(pot, start, md, run_dir / "md", progress=progress)
+        summary["md"] = run_md(pot, start, md, run_dir / "md", progress=progress,
+                               observables=extrapolation_observables_or_none(pot))
         if progress:
             s = summary["md"]
             drift = s.get("energy_drift", {}).get("slope_eV_per_atom_per_ps")

@@ -33,6 +33,7 @@ import numpy as np
 from jnnp.descriptors.compute import make_descriptor_fn
 
 __all__ = ["DEFAULT_TOLERANCE", "has_statistics", "make_extrapolation_fn", "extrapolation_observables",
+           "extrapolation_observables_or_none",
            "ExtrapolationReport", "extrapolation_report", "describe_function"]
 
 DEFAULT_TOLERANCE = 1e-9
@@ -258,3 +259,9 @@ def extrapolation_report(potential, structures, *, batch_size: int = 16, toleran
                               "train_max": float(np.asarray(st["max"])[i]),
                               "seen_min": float(g_min[c][i]), "seen_max": float(g_max[c][i])})
     return ExtrapolationReport(True, per_structure, per_atoms, functions, prov)
+
+
+def extrapolation_observables_or_none(potential, tolerance: float = DEFAULT_TOLERANCE):
+    """`extrapolation_observables` for a potential with fitted statistics, else None (nothing to
+    check against; `has_statistics`)."""
+    return extrapolation_observables(potential, tolerance) if has_statistics(potential) else None

@@ -131,7 +131,7 @@ def _save_graphs(path: Path, graphs, key: str) -> None:
     n_pb = len(graphs[0].pair_blocks) if graphs else 0
     n_tb = len(graphs[0].triplet_blocks) if graphs else 0
     def counts(rows, width):
-        return np.array(rows, np.int64).reshape(-1, width)
+        return np.array(rows, np.int64).reshape(len(rows), width)
 
     arrays["n_el"] = counts([[len(a) for a in g.element_atoms] for g in graphs], n_el)
     arrays["n_pb"] = counts([[len(b[0]) for b in g.pair_blocks] for g in graphs], n_pb)

@@ -31,6 +31,7 @@ from jnnp.units import TIME_UNIT_FS
 
 __all__ = [
     "THERMO_COLUMNS",
+    "check_column_names",
     "ThermoLog",
     "read_thermo",
     "TrajectoryWriter",
@@ -63,6 +64,23 @@ def _fmt_float(x: float) -> str:
     return repr(x)
 
 
+def check_column_names(names) -> tuple:
+    """Validate extra thermo column names (see `ThermoLog`); returns them as a tuple.
+
+    Raises:
+        ValueError: naming the bad or repeated names.
+    """
+    extra = tuple(names)
+    bad = [c for c in extra if not isinstance(c, str) or not _COLUMN_RE.fullmatch(c)]
+    if bad:
+        raise ValueError(f"thermo column names {bad} must start with a letter and use only letters, "
+                         "digits and '_' (put the unit in the name, e.g. 'com_x_A')")
+    dup = sorted({c for c in extra if c in THERMO_COLUMNS or extra.count(c) > 1})
+    if dup:
+        raise ValueError(f"thermo column names {dup} repeat a column ({THERMO_COLUMNS} and the extras)")
+    return extra
+
+
 class ThermoLog:
     """CSV thermo log ``step,time_fs,temperature_K,e_pot_eV,e_kin_eV,e_tot_eV,pressure_GPa,volume_A3``
     followed by ``extra_columns``.
@@ -82,14 +100,7 @@ class ThermoLog:
     def __init__(self, path, resume_from_step: int | None = None, extra_columns=()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        extra = tuple(extra_columns)
-        bad = [c for c in extra if not isinstance(c, str) or not _COLUMN_RE.fullmatch(c)]
-        if bad:
-            raise ValueError(f"thermo column names {bad} must start with a letter and use only letters, "
-                             "digits and '_' (put the unit in the name, e.g. 'com_x_A')")
-        dup = sorted({c for c in extra if c in THERMO_COLUMNS or extra.count(c) > 1})
-        if dup:
-            raise ValueError(f"thermo column names {dup} repeat a column ({THERMO_COLUMNS} and the extras)")
+        extra = check_column_names(extra_columns)
         self.columns = THERMO_COLUMNS + extra
         self._header = ",".join(self.columns)
         if (resume_from_step is None or not self.path.exists()

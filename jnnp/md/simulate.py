@@ -47,7 +47,7 @@ from jnnp.md.integrate import (
     masses_of,
     state_cell,
 )
-from jnnp.md.output import ProgressMeter, ThermoLog, TrajectoryWriter
+from jnnp.md.output import ProgressMeter, ThermoLog, TrajectoryWriter, check_column_names
 from jnnp.md.restart import load_restart, save_restart
 from jnnp.md.run import init_state, make_chunk_fn, run_chunks
 from jnnp.units import EV_PER_A3_GPA, KB, TIME_UNIT_FS
@@ -104,6 +104,7 @@ def run_md(potential, structure, cfg, run_dir, *, resume: bool = False, progress
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     observables = dict(observables or {})
+    check_column_names(["e_conserved_eV", *observables])
     dtype = jnp.float64 if cfg.precision == "float64" else jnp.float32
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise RuntimeError("float64 MD needs jax.config.update('jax_enable_x64', True)")

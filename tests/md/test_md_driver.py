@@ -1,4 +1,4 @@
-"""The high-level MD driver `run_md` (files, restart, resume) and the NVT thermostats.
+"""The high-level MD driver `run_md` (files, restart, resume, observables) and the NVT thermostats.
 
 These tests exercise driver machinery, not descriptors, and every `run_md` call compiles its
 own programs (jax-md ``init_fn`` and the chunk), so they use the radial-only variant of the
@@ -35,6 +35,15 @@ def _cfg(steps, **kw):
     return MDConfig(**{**base, **kw})
 
 
+def _observables():
+    """Centre-of-mass x [Å], atom 0's fractional x (positions and cell) and the graph's valid
+    pair count (graph): every argument of the hook is used."""
+    m = masses_of(random_box().numbers)
+    return {"com_x_A": lambda R, cell, graph: jnp.sum(m * R[:, 0]) / jnp.sum(m),
+            "x0_frac": lambda R, cell, graph: jnp.linalg.solve(cell.T, R[0])[0],
+            "graph_pairs_count": lambda R, cell, graph: sum(jnp.sum(b[2]) for b in graph.pair_blocks)}
+
+
 def _restart_leaves(run_dir):
     with np.load(run_dir / "restart.npz") as data:
         return {k: data[k] for k in data.files}
@@ -56,7 +65,7 @@ def continuous(potential, tmp_path_factory):
     """A straight run of 2N steps: (run_dir, summary)."""
     run_dir = tmp_path_factory.mktemp("md") / "continuous"
     cfg = _cfg(2 * N, rdf_pairs=[(SI, CU)])
-    return run_dir, run_md(potential, random_box(), cfg, run_dir, progress=False)
+    return run_dir, run_md(potential, random_box(), cfg, run_dir, progress=False, observables=_observables())
 
 
 def test_run_md_writes_all_outputs(continuous):
@@ -91,14 +100,42 @@ def test_run_md_writes_all_outputs(continuous):
     np.testing.assert_array_equal(restart["state_0000"], frames[-1].positions)  # state.position
 
 
+def test_observables_are_logged(continuous):
+    """Observables evaluated in the jitted chunk land in thermo.csv under their names, equal to
+    the same quantities from the trajectory frames."""
+    run_dir, _ = continuous
+    thermo = read_thermo(run_dir / "thermo.csv")
+    header = (run_dir / "thermo.csv").read_text().split("\n", 1)[0].split(",")
+    assert header[-3:] == ["com_x_A", "x0_frac", "graph_pairs_count"]
+    frames = ase.io.read(run_dir / "trajectory.extxyz", index=":")
+    m = frames[0].get_masses()
+    com = np.array([np.sum(m * a.positions[:, 0]) / m.sum() for a in frames])
+    np.testing.assert_allclose(thermo["com_x_A"], com, rtol=0, atol=1e-12)
+    x0 = np.array([a.positions[0, 0] for a in frames]) / random_box().cell[0, 0]
+    np.testing.assert_allclose(thermo["x0_frac"], x0, rtol=0, atol=1e-12)
+    assert np.ptp(x0) > 1e-3  # it moves (the centre of mass does not: zero total momentum)
+    assert np.all(thermo["graph_pairs_count"] > 20 * 24)  # ≈ 20 neighbours per atom within r_c + skin
+
+
+def test_bad_observables_are_rejected(potential, tmp_path):
+    box = random_box()
+    with pytest.raises(ValueError, match="put the unit in the name"):
+        run_md(potential, box, _cfg(N), tmp_path, progress=False, observables={"com x [A]": lambda *a: 0.0})
+    with pytest.raises(ValueError, match="clash"):
+        make_chunk_fn(None, None, None, None, 1, 1, observables={"e_pot": lambda *a: 0.0})
+    with pytest.raises(ValueError, match="must return a scalar"):
+        run_md(potential, box, _cfg(N), tmp_path, progress=False, observables={"pos_A": lambda R, c, g: R[0]})
+
+
 def test_resume_equals_continuous_run(potential, continuous, tmp_path):
     """N steps, then resume to 2N == 2N steps straight: final state, thermo rows and frames."""
     ref_dir, _ = continuous
     run_dir = tmp_path / "resumed"
     box = random_box()
-    first = run_md(potential, box, _cfg(N), run_dir, progress=False)
+    first = run_md(potential, box, _cfg(N), run_dir, progress=False, observables=_observables())
     assert first["steps"] == N and int(_restart_leaves(run_dir)["step"]) == N
-    second = run_md(potential, box, _cfg(2 * N), run_dir, resume=True, progress=False)
+    second = run_md(potential, box, _cfg(2 * N), run_dir, resume=True, progress=False,
+                    observables=_observables())
     assert second["steps"] == N  # only the new steps
 
     ref, got = _restart_leaves(ref_dir), _restart_leaves(run_dir)

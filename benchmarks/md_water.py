@@ -90,7 +90,7 @@ def worker_jaxmd(cutoff: float, steps: int, replicate: int) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from jax_md import energy, quantity, simulate, space
+    from jax_md import energy, partition, quantity, simulate, space
 
     from jnnp.md.integrate import masses_of
     from jnnp.units import KB, fs_to_internal
@@ -99,14 +99,16 @@ def worker_jaxmd(cutoff: float, steps: int, replicate: int) -> dict:
     box = jnp.asarray(np.diag(s.cell), jnp.float32)
     disp, shift = space.periodic(box)
     species = jnp.asarray((s.numbers == 8).astype(np.int32))
-    nfn, init_fn, efn = energy.behler_parrinello_neighbor_list(
-        disp, box, species=species, cutoff_distance=cutoff, dr_threshold=SKIN_A, fractional_coordinates=False)
+    # jax-md 0.2.29: the model (an nnx module holding its parameters) is built from ``key``; the
+    # cutoff belongs to the symmetry functions (sym_kwargs), the list format defaults to Sparse.
+    nfn, efn = energy.behler_parrinello_neighbor_list(
+        disp, box, key=jax.random.PRNGKey(0), species=species, sym_kwargs={"cutoff_distance": cutoff},
+        dr_threshold=SKIN_A, fractional_coordinates=False, format=partition.Dense)
     R = jnp.asarray(np.mod(s.positions, np.diag(s.cell)), jnp.float32)
     t = time.perf_counter()
     nbrs = nfn.allocate(R)
     alloc_s = time.perf_counter() - t
-    params = init_fn(jax.random.PRNGKey(0), R, nbrs)
-    energy_fn = lambda R, neighbor, **kw: efn(params, R, neighbor)
+    energy_fn = lambda R, neighbor, **kw: efn(R, neighbor)
     init, apply = simulate.nve(energy_fn, shift, fs_to_internal(TIMESTEP_FS))
     mass = masses_of(s.numbers).astype(jnp.float32)
     state = init(jax.random.PRNGKey(1), R, kT=KB * TEMPERATURE_K, mass=mass, neighbor=nbrs)
@@ -224,15 +226,16 @@ def main():
         print("scaling over box size (drift in eV/atom/ps, max|dE| in eV/atom):")
         for r in scaling:
             print(_row_text(r))
+    from importlib.metadata import version
+
     import jax
-    import jax_md
     import numpy as np
 
     import jnnp
 
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version(),
-            "jax": jax.__version__, "jax_md": getattr(jax_md, "__version__", "?"), "numpy": np.__version__,
+            "jax": jax.__version__, "jax_md": version("jax-md"), "numpy": np.__version__,
             "jnnp": getattr(jnnp, "__version__", "?"), "devices": [str(d) for d in jax.devices()],
             "timestep_fs": TIMESTEP_FS, "temperature_K": TEMPERATURE_K, "skin_A": SKIN_A,
             "thermo_every": args.thermo_every, "command": " ".join(sys.argv)}

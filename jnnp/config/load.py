@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from jnnp.config.schema import RunConfig
 from jnnp.errors import ConfigError
 
-__all__ = ["load_config", "apply_overrides", "format_validation_error"]
+__all__ = ["apply_overrides", "format_validation_error", "load_config", "load_model"]
 
 
 def format_validation_error(err: ValidationError, source: str = "") -> str:
@@ -38,8 +38,9 @@ def apply_overrides(raw: dict, overrides) -> dict:
     return raw
 
 
-def load_config(path, overrides=()) -> RunConfig:
-    """Read a YAML file (relative paths inside stay relative to the working directory)."""
+def load_model(model, path, overrides=()):
+    """Read a YAML file into the pydantic ``model`` class, applying ``overrides``; errors name the
+    file and key path (relative paths inside stay relative to the working directory)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -51,6 +52,11 @@ def load_config(path, overrides=()) -> RunConfig:
         raise ConfigError(f"{path}: expected a mapping at the top level")
     raw = apply_overrides(raw, overrides)
     try:
-        return RunConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, f"{path}: ")) from None
+
+
+def load_config(path, overrides=()) -> RunConfig:
+    """Read a run config (`RunConfig`) from YAML; see `load_model`."""
+    return load_model(RunConfig, path, overrides)

@@ -26,16 +26,21 @@ Committee::
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
-from jnnp.config.load import apply_overrides, format_validation_error
+from jnnp.config.load import load_model
 from jnnp.config.schema import DataConfig, MDConfig, ModelConfig, RunConfig, TrainConfig
-from jnnp.errors import ConfigError
 
 __all__ = ["CommitteeConfig", "CommitteeSection", "SelectConfig", "SweepConfig", "SweepParameters",
            "SweepSection", "load_committee_config", "load_sweep_config"]
@@ -160,21 +165,7 @@ class CommitteeConfig(_Strict):
                          md=self.md)
 
 
-def _load(model, path, overrides):
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    raw = apply_overrides(raw, overrides)
-    try:
-        return model.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, f"{path}: ")) from None
+_load = load_model
 
 
 def load_sweep_config(path, overrides=()) -> SweepConfig:

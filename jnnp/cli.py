@@ -232,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)  # sweep, committee, select
 
+    from jnnp.hyper.cli import add_parser as add_hyper_parser
+
+    add_hyper_parser(sub)  # hyper
     return parser
 
 

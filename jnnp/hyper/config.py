@@ -10,23 +10,12 @@ method (``ridge``, ``unrolled``, ``learnable``), ``methods`` and ``seeds``. Leng
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PositiveFloat,
-    PositiveInt,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
-from jnnp.config.load import apply_overrides, format_validation_error
+from jnnp.config.load import load_model
 from jnnp.config.schema import DataConfig, TrainConfig
-from jnnp.errors import ConfigError
 
 __all__ = [
     "METHODS",
@@ -183,18 +172,6 @@ class HyperStudyConfig(_Strict):
 
 
 def load_hyper_config(path, overrides=()) -> HyperStudyConfig:
-    """Read a study YAML file; `jnnp.errors.ConfigError` naming the file and key path on errors."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    raw = apply_overrides(raw, overrides)
-    try:
-        return HyperStudyConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, f"{path}: ")) from None
+    """Read a study YAML file (`jnnp.config.load.load_model`): `jnnp.errors.ConfigError` naming
+    the file and key path on errors."""
+    return load_model(HyperStudyConfig, path, overrides)

@@ -235,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     from jnnp.hyper.cli import add_parser as add_hyper_parser
 
     add_hyper_parser(sub)  # hyper
+
+    from jnnp.md.diffmd import add_parser as add_diffmd_parser
+
+    add_diffmd_parser(sub)  # diffmd
     return parser
 
 

@@ -9,9 +9,9 @@ from jnnp.config import load_config
 from jnnp.errors import ConfigError
 
 # sweep_*/committee_* configs have their own schemas: validated in tests/ensemble/test_workflows.py;
-# hyper_* (descriptor studies) in tests/hyper/test_study.py
+# hyper_* (descriptor studies) in tests/hyper/test_study.py; diffmd_* in tests/md/test_diffmd.py
 CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml")
-                 if not p.name.startswith(("sweep_", "committee_", "hyper_")))
+                 if not p.name.startswith(("sweep_", "committee_", "hyper_", "diffmd_")))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])

@@ -126,3 +126,31 @@ def test_invalid_values_and_fields_raise():
     with pytest.raises(ValueError, match="lo < hi"):
         FieldTransform("bounded", 2.0, 1.0)
     assert dataclasses.replace(p.spec, trainable=()) == p.spec
+
+
+def test_outer_loop_drives_the_hyperparameters_to_a_target():
+    """`run_outer` (Adam on raw parameters) with an exact gradient of a toy objective in the
+    constrained values: η and r_s reach their targets, the constraints hold, the best step is kept."""
+    from jnnp.hyper.outer import run_outer
+
+    spec = symmetry_function_grid([1], 4.0, n_radial=4, r_min=0.8, angular=False)
+    p = SFParameterization.create(spec, ("eta", "rs"))
+    target_eta = np.linspace(0.3, 2.0, 4)
+    target_rs = np.array([0.5, 1.0, 2.5, 3.0])
+
+    def J(raw):
+        v = p.values(raw)["elements"][0]
+        return jax.numpy.sum((v["eta"] - target_eta) ** 2) + jax.numpy.sum((v["rs"] - target_rs) ** 2)
+
+    vg = jax.jit(jax.value_and_grad(J))
+
+    def fn(raw, carry):
+        val, g = vg(raw)
+        return (val, None), g
+
+    res = run_outer(fn, p, p.init_raw(), steps=300, learning_rate=0.05)
+    assert res.history[-1]["objective"] < 1e-4 * res.history[0]["objective"]
+    assert res.best_step == min(range(len(res.history)), key=lambda k: res.history[k]["objective"])
+    v = jax.device_get(p.values(res.raw))["elements"][0]
+    np.testing.assert_allclose(v["eta"], target_eta, atol=1e-2)
+    np.testing.assert_allclose(v["rs"], target_rs, atol=1e-2)

@@ -30,7 +30,7 @@ __all__ = ["MDRun", "make_chunk_fn", "run_chunks", "init_state", "STANDARD_OUTPU
 
 # Per-sample outputs of a chunk that observables may not shadow.
 STANDARD_OUTPUTS = ("ok", "e_pot", "e_kin", "temperature", "positions", "momenta", "pressure", "volume",
-                    "cell", "conserved")
+                    "cell", "conserved", "graph_rebuilds")
 
 
 @dataclasses.dataclass
@@ -89,7 +89,8 @@ def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, sa
     integer). A block in which the neighbour data overflow (or become invalid) is discarded
     together with every later block of the chunk: the returned state is the last one reached
     with complete neighbours, and ``out`` is a dict of per-sample arrays: ``ok`` (bool),
-    ``e_pot``, ``e_kin`` [eV], ``temperature`` [K], ``positions``, ``momenta``, and as requested
+    ``e_pot``, ``e_kin`` [eV], ``temperature`` [K], ``positions``, ``momenta``,
+    ``graph_rebuilds`` (jit graph rebuilds in the block, each with its step redone), and as requested
     ``pressure``, ``volume``, ``cell`` (changing cells), ``conserved`` and the observables.
     """
     observables = dict(observables or {})
@@ -103,7 +104,7 @@ def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, sa
         return graph_update(R, gstate, cell=cell_of(state)) if moving else graph_update(R, gstate)
 
     def step(_, carry):
-        state, gstate, failed = carry
+        state, gstate, failed, rebuilds = carry
 
         def attempt(c):
             _, g, _, tries = c
@@ -112,16 +113,18 @@ def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, sa
             rebuilt = jnp.any(g_new.reference != g.reference)  # the forces used a stale graph
             return new, g_new, rebuilt, tries + 1
 
-        new, gstate, rebuilt, _ = jax.lax.while_loop(lambda c: c[2] & (c[3] < 2), attempt,
-                                                     (state, gstate, jnp.asarray(True), 0))
-        return new, gstate, failed | rebuilt  # still rebuilding after a redo: one step > skin/2
+        new, gstate, rebuilt, tries = jax.lax.while_loop(lambda c: c[2] & (c[3] < 2), attempt,
+                                                         (state, gstate, jnp.asarray(True), 0))
+        # still rebuilding after a redo: one step moved an atom by more than skin/2
+        return new, gstate, failed | rebuilt, rebuilds + tries - 1
 
     def block(c):
-        state, gstate, failed = jax.lax.fori_loop(0, thermo_every, step, (c[0], c[1], jnp.asarray(False)))
-        return state, gstate, failed | gstate.overflow
+        state, gstate, failed, rebuilds = jax.lax.fori_loop(
+            0, thermo_every, step, (c[0], c[1], jnp.asarray(False), jnp.asarray(0, jnp.int32)))
+        return state, gstate, failed | gstate.overflow, rebuilds
 
     def skip(c):
-        return c[0], c[1], jnp.asarray(True)
+        return c[0], c[1], jnp.asarray(True), jnp.asarray(0, jnp.int32)
 
     def measure(state, gstate):
         c = cell_of(state)
@@ -145,11 +148,12 @@ def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, sa
     def sample(carry, i):
         state, gstate, stopped, n_max = carry
         stopped = stopped | (i >= n_max)
-        new_state, new_g, failed = jax.lax.cond(stopped, skip, block, (state, gstate))
+        new_state, new_g, failed, rebuilds = jax.lax.cond(stopped, skip, block, (state, gstate))
         ok = ~failed
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         state, gstate = keep(new_state, state), keep(new_g, gstate)
-        return (state, gstate, stopped | failed, n_max), {"ok": ok, **measure(state, gstate)}
+        out = {"ok": ok, "graph_rebuilds": rebuilds, **measure(state, gstate)}
+        return (state, gstate, stopped | failed, n_max), out
 
     @jax.jit
     def chunk(state, gstate, n_max=samples):

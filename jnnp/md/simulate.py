@@ -198,6 +198,7 @@ def _summarise(run_dir, cfg, structure, result, wall, neighbor_mode, sampled, sa
     summary = {"steps": int(n_steps), "timestep_fs": cfg.timestep_fs, "ensemble": cfg.ensemble,
                "n_atoms": structure.n_atoms, "neighbors": neighbor_mode,
                "rebuilds": result.rebuilds + initial_reallocations,
+               "graph_rebuilds": int(np.sum(result.extras.get("graph_rebuilds", 0))),
                "wall_s_including_compile": wall, "wall_s_chunks": result.wall_s, "compile_s": result.compile_s,
                "ns_per_day": (n_steps * cfg.timestep_fs * 1e-6) / (rate / 86400) if rate else None,
                "atom_steps_per_s": n_steps * structure.n_atoms / rate if rate else None,

@@ -33,14 +33,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, \
-    model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from jnnp.atomic import atomic_write_bytes, atomic_write_npz, atomic_write_text
 from jnnp.config.load import apply_overrides, format_validation_error
 from jnnp.errors import ConfigError
 
-__all__ = ["DiffMDConfig", "load_diffmd_config", "run_diffmd", "add_parser"]
+__all__ = ["DiffMDConfig", "add_parser", "load_diffmd_config", "run_diffmd"]
 
 GROUPS = ("networks", "descriptor", "scaling", "energy")
 
@@ -217,8 +225,13 @@ def run_diffmd(cfg: DiffMDConfig, *, progress: bool = True) -> dict:
     """Run the study (see the module docstring); returns the summary written to gradients.json."""
     from jnnp.data import read
     from jnnp.descriptors.plan import make_plan
-    from jnnp.md.gradients import (density_observable, make_diff_md, make_trajectory_fn,
-                                   potential_energy_observable, rdf_observable)
+    from jnnp.md.gradients import (
+        density_observable,
+        make_diff_md,
+        make_trajectory_fn,
+        potential_energy_observable,
+        rdf_observable,
+    )
     from jnnp.md.host_graph import make_host_graph_fns
     from jnnp.md.integrate import Ensemble, masses_of, state_cell
     from jnnp.md.reweight import blocked, fluctuation_gradient
@@ -357,7 +370,7 @@ def run_diffmd(cfg: DiffMDConfig, *, progress: bool = True) -> dict:
         mean, mean_err = blocked(lambda x: x.mean(0), o, n_blocks=r.n_blocks)
         rew = {}
         for k, n in enumerate(names):
-            g, e = jax.tree.map(lambda a: a[k], est), jax.tree.map(lambda a: a[k], err)
+            g, e = (jax.tree.map(lambda a, k=k: a[k], t) for t in (est, err))
             grads[("reweight", n)] = g
             grads[("reweight_error", n)] = e
             rew[n] = {"value": float(mean[k]), "value_error": float(mean_err[k]),

@@ -24,8 +24,13 @@ chunk ≈ √steps) at ≈ 1 extra forward pass of compute.
 
 Limits (why reweighting, `jnnp.md.reweight`, is the default for equilibrium observables): MD is
 chaotic, so the pathwise gradient of a long trajectory grows exponentially with its length
-(Metz et al., arXiv:2111.05803); use short windows here, and check ``invalid`` (a neighbour graph
-that was not exact somewhere along the trajectory makes value and gradient wrong).
+(Metz et al., arXiv:2111.05803); use short windows here. (Only contracting dynamics — e.g. a
+strongly damped Langevin run of a small bound system, as in the tests — gives a pathwise
+derivative of a long time average that converges to d⟨O⟩/dθ.) Check ``invalid``: a neighbour
+graph that was not exact somewhere along the trajectory makes value and gradient wrong.
+
+NPT (``npt_nose_hoover``): the cell is part of the state; observables and the graph update get
+the current cell, so `volume_observable` / `density_observable` are differentiable too.
 
 Units: eV, Å, amu, time Å·sqrt(amu/eV); configs speak fs and K (`Ensemble`).
 """
@@ -33,7 +38,8 @@ Units: eV, Å, amu, time Å·sqrt(amu/eV); configs speak fs and K (`Ensemble`).
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,9 +51,19 @@ from jnnp.md.integrate import Ensemble, make_integrator, state_cell
 from jnnp.model.potential import make_energy_fn
 from jnnp.units import AMU_KG
 
-__all__ = ["DiffMD", "Trajectory", "make_diff_md", "make_trajectory_fn", "potential_energy_observable",
-           "smoothed_pair_histogram", "smoothed_rdf", "rdf_observable", "volume_observable", "density_observable",
-           "default_samples_per_chunk"]
+__all__ = [
+    "DiffMD",
+    "Trajectory",
+    "default_samples_per_chunk",
+    "density_observable",
+    "make_diff_md",
+    "make_trajectory_fn",
+    "potential_energy_observable",
+    "rdf_observable",
+    "smoothed_pair_histogram",
+    "smoothed_rdf",
+    "volume_observable",
+]
 
 
 class DiffMD(NamedTuple):

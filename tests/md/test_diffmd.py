@@ -63,8 +63,8 @@ def test_tiny_study_end_to_end(tmp_path):
     import ase
     import ase.io
     import jax
-
     from test_gradients import BOX_RC, _random_box, _spec
+
     from jnnp.testing import random_potential
     from jnnp.train.checkpoint import save_model
 

@@ -28,13 +28,28 @@ from jnnp.descriptors.plan import make_plan
 from jnnp.descriptors.spec import DescriptorSpec, SymFunc
 from jnnp.geometry.graph import build_graph
 from jnnp.md import analysis
-from jnnp.md.gradients import (default_samples_per_chunk, density_observable, make_diff_md,
-                               make_trajectory_fn, potential_energy_observable, rdf_observable,
-                               smoothed_pair_histogram, smoothed_rdf, volume_observable)
+from jnnp.md.gradients import (
+    default_samples_per_chunk,
+    density_observable,
+    make_diff_md,
+    make_trajectory_fn,
+    potential_energy_observable,
+    rdf_observable,
+    smoothed_pair_histogram,
+    smoothed_rdf,
+    volume_observable,
+)
 from jnnp.md.host_graph import make_host_graph_fns
 from jnnp.md.integrate import Ensemble, masses_of
-from jnnp.md.reweight import (blocked, fluctuation_gradient, frame_energies, frame_energy_grads,
-                              frame_graphs, reweighted_average, reweighting_weights)
+from jnnp.md.reweight import (
+    blocked,
+    fluctuation_gradient,
+    frame_energies,
+    frame_energy_grads,
+    frame_graphs,
+    reweighted_average,
+    reweighting_weights,
+)
 from jnnp.model import PotentialSpec, make_energy_fn
 from jnnp.testing import random_potential
 from jnnp.units import KB

@@ -17,8 +17,8 @@ Then each set is trained from scratch in the same way (``network``, ``train`` se
 seed of ``seeds``) with `jnnp.train.fit`, and evaluated. The gradient methods see only the
 training and validation structures; the **test** errors are the headline numbers (validation
 errors are reported too, but the validation set was used to choose the descriptor set and the
-best epoch). Wall times: the method's own time (selection or optimisation) and the training
-time, separately.
+best epoch). Wall times: the method's own time (selection or optimisation; the pool's feature
+matrix, computed once, is counted in each selection method) and the training time, separately.
 
 Outputs in ``run_dir``: ``study.json`` (config, per method and seed the errors [meV/atom,
 meV/Å], times [s], the descriptor set), ``study.png`` (test force RMSE and wall time per
@@ -127,28 +127,43 @@ def _dtype(cfg):
     return jnp.float64 if cfg.network.precision == "float64" else jnp.float32
 
 
-def _method_grid(cfg, elements, train, val, progress):
+def _method_grid(cfg, elements, train, val, progress, shared):
     return grid_spec(cfg, elements), {}
 
 
-def _method_grid_centered(cfg, elements, train, val, progress):
+def _method_grid_centered(cfg, elements, train, val, progress, shared):
     other = "centered" if cfg.grid.radial_mode == "shifted" else "shifted"
     return grid_spec(cfg, elements, other), {"radial_mode": other}
 
 
-def _method_select(kind):
-    def run(cfg, elements, train, val, progress):
-        from jnnp.hyper.select import feature_matrix, select_functions
+def _pool_features(cfg, elements, train, shared):
+    """(pool spec, feature matrices, seconds to compute them, whether they were computed before):
+    computed once per study."""
+    reused = "pool" in shared
+    if not reused:
+        from jnnp.hyper.select import feature_matrix
 
+        t0 = time.perf_counter()
         pool = pool_spec(cfg, elements)
-        n = grid_spec(cfg, elements).n_features
         X = feature_matrix(pool, train[:cfg.pool.frames])
-        desc, picks = select_functions(pool, X, n, kind)
-        return desc, {"picks": [list(map(int, p)) for p in picks], "pool_size": list(pool.n_features), "pool_atoms": [int(x.shape[0]) for x in X]}
+        shared["pool"] = (pool, X, time.perf_counter() - t0)
+    return (*shared["pool"], reused)
+
+
+def _method_select(kind):
+    def run(cfg, elements, train, val, progress, shared):
+        from jnnp.hyper.select import select_functions
+
+        pool, X, features_s, reused = _pool_features(cfg, elements, train, shared)
+        desc, picks = select_functions(pool, X, grid_spec(cfg, elements).n_features, kind)
+        # the pool's feature matrix is computed once, but counted in every selection method's time
+        return desc, {"picks": [list(map(int, p)) for p in picks], "pool_size": list(pool.n_features),
+                      "pool_atoms": [int(x.shape[0]) for x in X], "pool_features_s": features_s,
+                      "extra_s": features_s if reused else 0.0}
     return run
 
 
-def _method_ridge(cfg, elements, train, val, progress):
+def _method_ridge(cfg, elements, train, val, progress, shared):
     from jnnp.hyper.learnable import make_learnable
     from jnnp.hyper.ridge import RidgeSettings, linear_spec, optimize_ridge
     from jnnp.hyper.stacked import stack_batches
@@ -168,7 +183,7 @@ def _method_ridge(cfg, elements, train, val, progress):
     return param.to_spec(res.raw), {"history": res.history, "best_step": res.best_step}
 
 
-def _method_unrolled(cfg, elements, train, val, progress):
+def _method_unrolled(cfg, elements, train, val, progress, shared):
     from jnnp.hyper.learnable import make_learnable
     from jnnp.hyper.stacked import stack_batches
     from jnnp.hyper.unroll import UnrollSettings, optimize_unrolled
@@ -189,7 +204,7 @@ def _method_unrolled(cfg, elements, train, val, progress):
     return param.to_spec(res.raw), {"history": res.history, "best_step": res.best_step}
 
 
-def _method_learnable(cfg, elements, train, val, progress):
+def _method_learnable(cfg, elements, train, val, progress, shared):
     from jnnp.hyper.learnable import LearnableSettings, fit_learnable
     from jnnp.train.loop import evaluate
 
@@ -248,12 +263,13 @@ def run_study(cfg: HyperStudyConfig, *, progress: bool = True) -> dict:
                             "with the same network, settings, data and seeds; the gradient methods used only the "
                             "training and validation structures"),
                "methods": {}}
+    shared = {}     # work shared between methods (the pool's feature matrix)
     for name in cfg.methods:
         if progress:
             print(f"--- method {name}", flush=True)
         t0 = time.perf_counter()
-        desc, info = METHOD_RUNNERS[name](cfg, elements, list(train), list(val), progress)
-        method_s = time.perf_counter() - t0
+        desc, info = METHOD_RUNNERS[name](cfg, elements, list(train), list(val), progress, shared)
+        method_s = time.perf_counter() - t0 + info.pop("extra_s", 0.0)
         if desc.n_features != size:
             raise RuntimeError(f"method {name} produced {desc.n_features} functions per element, expected {size}")
         runs = []
@@ -322,14 +338,14 @@ def plot_study(summary: dict, path) -> None:
     for i, n in enumerate(names):
         vals = [r[part]["force_rmse"] for r in summary["methods"][n]["runs"]]
         a1.plot([i] * len(vals), vals, "k.", ms=4)
-    a1.set_xticks(x, names, rotation=30)
+    a1.set_xticks(x, names, rotation=30, ha="right")
     a1.set_ylabel(f"{part} force RMSE [meV/Å]")
     a1.set_title(f"{summary['name']}: {summary['functions_per_element']} functions per element")
     method_s = [summary["methods"][n]["method_s"] for n in names]
     train_s = [a["train_s_mean"] for a in agg]
     a2.bar(x, method_s, label="method (selection / optimisation)", color="tab:orange")
     a2.bar(x, train_s, bottom=method_s, label="training (mean over seeds)", color="tab:gray")
-    a2.set_xticks(x, names, rotation=30)
+    a2.set_xticks(x, names, rotation=30, ha="right")
     a2.set_ylabel("wall time [s]")
     a2.legend(fontsize=8)
     fig.tight_layout()
@@ -345,8 +361,12 @@ def plot_descriptors(summary: dict, path) -> None:
 
     plt = _pyplot()
     names = list(summary["methods"])
-    fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3), squeeze=False, sharey=True)
-    for ax, n in zip(axes[0], names):
+    ncol = min(4, len(names))
+    nrow = -(-len(names) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3 * ncol, 2.8 * nrow), squeeze=False, sharex=True, sharey=True)
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    for ax, n in zip(axes.ravel(), names):
         for sym, fs in summary["methods"][n]["descriptor"].items():
             pts = [(f["rs"], 1.0 / math.sqrt(2 * f["eta"])) for f in fs if f["type"] == 2 and f["eta"] > 0]
             if pts:
@@ -354,7 +374,8 @@ def plot_descriptors(summary: dict, path) -> None:
                 ax.plot(r, w, ".", label=sym)
         ax.set_title(n)
         ax.set_xlabel("r_s [Å]")
-    axes[0][0].set_ylabel("width 1/√(2η) [Å]")
+    for row in axes:
+        row[0].set_ylabel("width 1/√(2η) [Å]")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -20,7 +20,9 @@ S > 1 each centre's run is padded to whole chunks, as `build_graph` does). Tripl
 per centre among its (W_e1 × W_e2) neighbour slots of elements e1, e2 (per-row lists with a
 fixed width W_e), in chunks of centres (``lax.scan``), so the temporaries of a rebuild stay near
 100 MB whatever the number of atoms (1080 water atoms, r_c 6.35 Å, skin 0.5 Å: K = 182,
-3.2 M triplets, 48 MB graph, 77 MB temporaries, rebuild ≈ 0.4 s on 2 CPU cores).
+3.2 M triplets, 48 MB graph, 77 MB temporaries, rebuild ≈ 0.4 s on 2 CPU cores). Narrow
+triplets also get the pair index of their leg j→k (binary search in j's sorted row, ``Graph.jk``)
+so that the descriptor can use per-pair radial factors (`jnnp.descriptors.angular`).
 
 Validity: the graph holds every pair and triplet within each block's r_c + skin at build time, so
 it is exact while no atom has moved more than skin/2 since then; ``update`` rebuilds (``lax.cond``)
@@ -41,7 +43,8 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +56,7 @@ from jnnp.geometry.cell import cell_heights
 from jnnp.geometry.edges import safe_norm
 from jnnp.geometry.graph import Graph, species_of
 
-__all__ = ["JitGraphState", "GraphFns", "make_graph_fns"]
+__all__ = ["GraphFns", "JitGraphState", "make_graph_fns"]
 
 _MARGIN = 1e-3  # Å added to jax-md's search radius (its cell sizes use a float32 box)
 _CANDIDATES = 1 << 20  # candidate triplets (centres × W_e1·W_e2 slot pairs) per scan step
@@ -143,6 +146,27 @@ def _lower_triangular(cell):
     """Rotate a row cell to lower-triangular form (positive diagonal), as jax-md's box needs."""
     _, r = np.linalg.qr(cell.T)
     return (np.sign(np.diag(r))[:, None] * r).T
+
+
+def _pair_slot(rows_sorted, order, a, b):
+    """Slot of neighbour ``b`` in row ``a`` of a jax-md Dense list, by binary search.
+
+    Args:
+        rows_sorted: (N, K) the list's rows sorted ascending; order: (N, K) their argsort.
+        a, b: (T,) int32 atoms.
+
+    Returns:
+        ((T,) int32 slot s with idx[a, s] == b where found, (T,) bool found). Each row lists an
+        atom at most once (minimum image), so the slot is unique.
+    """
+    K = rows_sorted.shape[1]
+    lo, hi = jnp.zeros_like(a), jnp.full_like(a, K)
+    for _ in range(max(1, K).bit_length()):  # lower bound of b in rows_sorted[a]
+        mid = (lo + hi) // 2
+        below = rows_sorted[a, jnp.minimum(mid, K - 1)] < b
+        lo, hi = jnp.where(below, mid + 1, lo), jnp.where(below, hi, mid)
+    lo = jnp.minimum(lo, K - 1)
+    return order[a, lo], rows_sorted[a, lo] == b
 
 
 def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1.25,
@@ -252,6 +276,9 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
             over |= jnp.max(cnt) > W
 
         trip, tcounts = {}, {}
+        if caps is not None and any(b.narrow for b in plan.triplet_blocks):
+            order = jnp.argsort(idx, axis=1).astype(i32)  # rows sorted by neighbour (empty slots N last)
+            rows_sorted = jnp.take_along_axis(idx, order, axis=1)
         for c, ks in blocks_of.items():
             rows, Nc = element_atoms[c], element_atoms[c].shape[0]
             blocks = [plan.triplet_blocks[k] for k in ks]
@@ -261,7 +288,7 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
             rows_p = jnp.pad(rows, (0, n_chunks * B - Nc)).reshape(n_chunks, B)
             row_ok = (jnp.arange(n_chunks * B) < Nc).reshape(n_chunks, B)
 
-            def step(carry, xs, blocks=blocks, dims=dims, ks=ks):
+            def step(carry, xs, blocks=blocks, dims=dims, ks=ks, B=B):
                 rws, rok, first = xs
                 rr, vc = r[rws], vec[rws]
                 out, ys = [], []
@@ -306,9 +333,12 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
                 row = rows[jnp.where(inside, loc, 0)]
                 a = slots[b.key[1]][row, key % (W1 * W2) // W2]
                 q = slots[b.key[2]][row, key % W2]
-                # no j→k pair index here (Graph.jk is False): the descriptor computes r_jk itself
-                trip[k] = (jnp.where(ok, row * K + a, 0), jnp.where(ok, row * K + q, 0),
-                           jnp.zeros_like(keys), loc, ok)
+                jk = jnp.zeros_like(keys)
+                if b.narrow:  # pair index of the leg j→k, listed since r_jk < r_c + skin (masked above)
+                    jk, found = _pair_slot(rows_sorted, order, j[row, a], j[row, q])
+                    over |= jnp.any(ok & ~found)  # only possible with an overflowed jax-md list
+                    jk = jnp.where(ok, j[row, a] * K + jk, 0)
+                trip[k] = (jnp.where(ok, row * K + a, 0), jnp.where(ok, row * K + q, 0), jk, loc, ok)
                 over |= total > keys.shape[0]
         if caps is None:
             return counts[0], [tcounts[k] for k in range(len(plan.triplet_blocks))], counts[2]
@@ -316,7 +346,7 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
                       element_mask=tuple(jnp.ones(a.shape[0], bool) for a in element_atoms),
                       pair_i=i.reshape(-1), pair_j=j.reshape(-1), pair_shift=shift.reshape(-1, 3).astype(i32),
                       pair_blocks=tuple(pair_blocks),
-                      triplet_blocks=tuple(trip[k] for k in range(len(plan.triplet_blocks))), chunk=S)
+                      triplet_blocks=tuple(trip[k] for k in range(len(plan.triplet_blocks))), chunk=S, jk=True)
         return graph, over
 
     count_jit = jax.jit(build)

@@ -1,5 +1,6 @@
 """Jit-built neighbour graphs (jax-md Dense lists) against the host all-image graph."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import jax
@@ -92,6 +93,27 @@ def test_allocate_matches_host(setup):
     for local in [b[1] for b in g.pair_blocks] + [b[3] for b in g.triplet_blocks]:
         assert np.all(np.diff(np.asarray(local)) >= 0)
     _assert_matches(setup, setup.pos, g)
+
+
+def test_narrow_triplets_list_their_j_to_k_leg(setup, trajectory):
+    """r of a narrow triplet is the listed pair j→k with the image implied by the two legs, and
+    the per-pair kernel it enables equals the vector kernel (which recomputes r_jk)."""
+    frames, graphs = trajectory[0], trajectory[1]
+    for g in (setup.state.graph, graphs[1]):
+        assert g.jk
+        pi, pj, ps = (np.asarray(a) for a in (g.pair_i, g.pair_j, g.pair_shift))
+        narrow = [b for b, tb in zip(g.triplet_blocks, setup.plan.triplet_blocks) if tb.narrow]
+        assert narrow
+        for tp, tq, tr, _, m in narrow:
+            tp, tq, tr, m = (np.asarray(a)[np.asarray(m)] for a in (tp, tq, tr, m))
+            assert len(tr) > 100
+            np.testing.assert_array_equal(pi[tr], pj[tp])
+            np.testing.assert_array_equal(pj[tr], pj[tq])
+            np.testing.assert_array_equal(ps[tr], ps[tq] - ps[tp])
+    e, f = setup.evaluate(frames[1], graphs[1])
+    e0, f0 = setup.evaluate(frames[1], dataclasses.replace(graphs[1], jk=False))
+    assert abs(e - e0) < TOL
+    np.testing.assert_allclose(f, f0, rtol=0, atol=TOL)
 
 
 def test_small_moves_without_rebuild(setup, trajectory):

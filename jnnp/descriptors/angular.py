@@ -61,24 +61,41 @@ def _tile(arrays, k, R: int, C: int):
     return s, rows, (s + jnp.arange(R) >= k * R)
 
 
+def _live_tiles(mask, R: int, n: int):
+    """(n,) bool: tile k (rows [min(k R, C − R), +R)) holds a valid triplet. Padding (fixed-capacity
+    graphs of MD, bucketed training batches) sits in whole tiles at the end, which are skipped
+    with a ``lax.cond`` rather than a dynamic trip count, so the loops stay reverse-differentiable
+    (training differentiates the force pass again)."""
+    C = mask.shape[0]
+    live = jnp.any(mask, axis=1)
+    starts = jnp.minimum(jnp.arange(n) * R, C - R)
+    counts = jnp.cumsum(jnp.concatenate([jnp.zeros(1, jnp.int32), live.astype(jnp.int32)]))
+    return counts[starts + R] > counts[starts]
+
+
 def _tiled_sums(tile_fn, arrays, chunk_local, n_seg: int, K: int, dtype, tile_size: int):
     """Per-centre sums (n_seg, K) of ``tile_fn(*rows) -> (R, K)`` per-chunk sums over (C, S) arrays,
-    one tile of rows at a time (intermediates stay in cache, no triplet-sized temporaries)."""
+    one tile of rows at a time (intermediates stay in cache, no triplet-sized temporaries); the
+    last array is the (C, S) mask, and tiles without a valid triplet are skipped."""
     C, S = arrays[0].shape
     if C == 0:
         return jnp.zeros((n_seg, K), dtype)
     R, n = _tile_rows(C, S, tile_size)
+    live = _live_tiles(arrays[-1], R, n)
 
     def body(k, acc):
-        s, rows, _ = _tile(arrays, k, R, C)  # overlapping rows are recomputed identically
-        return jax.lax.dynamic_update_slice_in_dim(acc, tile_fn(*rows).astype(dtype), s, axis=0)
+        def compute(acc):
+            s, rows, _ = _tile(arrays, k, R, C)  # overlapping rows are recomputed identically
+            return jax.lax.dynamic_update_slice_in_dim(acc, tile_fn(*rows).astype(dtype), s, axis=0)
+        return jax.lax.cond(live[k], compute, lambda acc: acc, acc)
 
     sums = jax.lax.fori_loop(0, n, body, jnp.zeros((C, K), dtype))
     return jax.ops.segment_sum(sums, chunk_local, n_seg, indices_are_sorted=True)
 
 
 def _tiled_scatter(tile_fn, arrays, chunk_local, g, accumulators, tile_size: int):
-    """Accumulate per-triplet cotangents into pair arrays, one tile at a time.
+    """Accumulate per-triplet cotangents into pair arrays, one tile at a time (the last array is
+    the (C, S) mask; tiles without a valid triplet are skipped).
 
     ``tile_fn(gl, *rows)`` gets the (R, K) cotangent of each chunk's centre and returns, per
     accumulator, a sequence of (index (R, S), value (R, S)) to scatter-add into it.
@@ -87,16 +104,19 @@ def _tiled_scatter(tile_fn, arrays, chunk_local, g, accumulators, tile_size: int
     if C == 0:
         return accumulators
     R, n = _tile_rows(C, S, tile_size)
+    live = _live_tiles(arrays[-1], R, n)
 
     def body(k, accs):
-        s, rows, fresh = _tile(arrays + (chunk_local,), k, R, C)
-        gl = g.at[rows[-1]].get(mode="promise_in_bounds") * fresh[:, None]
-        out = []
-        for acc, terms in zip(accs, tile_fn(gl, *rows[:-1])):
-            for idx, val in terms:
-                acc = acc.at[idx.reshape(-1)].add(val.reshape(-1), mode="promise_in_bounds")
-            out.append(acc)
-        return tuple(out)
+        def compute(accs):
+            _, rows, fresh = _tile(arrays + (chunk_local,), k, R, C)
+            gl = g.at[rows[-1]].get(mode="promise_in_bounds") * fresh[:, None]
+            out = []
+            for acc, terms in zip(accs, tile_fn(gl, *rows[:-1])):
+                for idx, val in terms:
+                    acc = acc.at[idx.reshape(-1)].add(val.reshape(-1), mode="promise_in_bounds")
+                out.append(acc)
+            return tuple(out)
+        return jax.lax.cond(live[k], compute, lambda accs: accs, accs)
 
     return jax.lax.fori_loop(0, n, body, tuple(accumulators))
 

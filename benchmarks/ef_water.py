@@ -3,10 +3,11 @@
 Runs each configuration (float32/float64 × 1/2 cores) in a fresh subprocess pinned to the cores,
 and prints a table: host graph build time, jit compile time, steady-state time per call
 (energy + forces, and energy + forces + stress), peak resident memory. Optionally the same box with
-jax-md's own ``energy.behler_parrinello`` (dense neighbour list) beside it.
+jax-md's own Behler–Parrinello models (`worker_jaxmd`) beside it; a run killed for memory is
+recorded with its peak resident size.
 Results go to benchmarks/results/ef_water.json. Needs ../shared/data (not a test).
 
-    python benchmarks/ef_water.py [--repeats 20] [--jaxmd] [--jaxmd-cutoff 6.35]
+    python benchmarks/ef_water.py [--repeats 20] [--jaxmd [VARIANT:CUTOFF ...]]
 """
 
 from __future__ import annotations
@@ -75,8 +76,13 @@ def worker_jnnp(dtype_name: str, repeats: int) -> dict:
     return res
 
 
-def worker_jaxmd(cutoff: float, repeats: int) -> dict:
-    """jax-md's Behler–Parrinello (one shared MLP, dense neighbour list) on the same box, float32."""
+def worker_jaxmd(arg: str, repeats: int) -> dict:
+    """jax-md's Behler–Parrinello on the same box, float32 (its own default symmetry functions and
+    one MLP per species; not the n2p2 model, so the energies differ). ``arg`` = "VARIANT:CUTOFF":
+    ``dense`` is ``energy.behler_parrinello_neighbor_list`` with a Dense neighbour list, ``sparse``
+    the same with jax-md's default Sparse list, ``all`` is ``energy.behler_parrinello`` (every pair
+    of atoms, no neighbour list). CUTOFF [Å] goes to the symmetry functions (``sym_kwargs``) and
+    the neighbour list."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -84,21 +90,39 @@ def worker_jaxmd(cutoff: float, repeats: int) -> dict:
 
     import jnnp
 
+    variant, cutoff = arg.split(":")
+    cutoff = float(cutoff)
     s = jnnp.read(DATA / "input.data.H2O_1080_liquid", length_unit="bohr", energy_unit="hartree")[0]
     box = jnp.asarray(np.diag(s.cell), jnp.float32)
     disp, _ = space.periodic(box)
     species = jnp.asarray((s.numbers == 8).astype(np.int32))
-    # jax-md ≥ 0.2.29: the model (an nnx module holding its parameters) is built from ``key``
-    nfn, efn = energy.behler_parrinello_neighbor_list(
-        disp, box, key=jax.random.PRNGKey(0), species=species, cutoff_distance=cutoff, dr_threshold=0.0,
-        fractional_coordinates=False)
     R = jnp.asarray(s.positions, jnp.float32)
-    nbrs = nfn.allocate(R)
-    ef = jax.jit(lambda R, n: jax.value_and_grad(efn)(R, n))
+    key, sym = jax.random.PRNGKey(0), {"cutoff_distance": cutoff}
+    res_extra = {}
     t = time.perf_counter()
-    jax.block_until_ready(ef(R, nbrs))
-    res = {"compile_ef_s": time.perf_counter() - t, "cutoff_A": cutoff}
-    res["min_ef_s"], res["median_ef_s"] = _timeit(lambda: ef(R, nbrs), repeats)
+    if variant == "all":
+        efn = energy.behler_parrinello(disp, key=key, species=species, sym_kwargs=sym)
+        ef = jax.jit(jax.value_and_grad(efn))
+        call = lambda: ef(R)
+    else:
+        # What energy.behler_parrinello_neighbor_list builds, except that jax-md 0.2.29 sizes its
+        # MLP by evaluating the all-pairs symmetry functions on N dummy atoms (N³ × 22 floats,
+        # ~110 GB here); the shape is taken from eval_shape of the neighbour-list functions instead.
+        from flax import nnx
+        from jax_md._nn import behler_parrinello as bp
+
+        fmt = {"dense": partition.Dense, "sparse": partition.Sparse}[variant]
+        nfn = partition.neighbor_list(disp, box, cutoff, 0.0, format=fmt, fractional_coordinates=False)
+        sym_fn = bp.symmetry_functions_neighbor_list(disp, species, **sym)
+        nbrs = nfn.allocate(R)
+        sym_dim = jax.eval_shape(sym_fn, R, nbrs).shape[-1]
+        model = energy.BehlerParrinelloEnergy(sym_fn, sym_dim, (30, 30), rngs=nnx.Rngs(key))
+        ef = jax.jit(lambda R, n: jax.value_and_grad(lambda R: model(R, n))(R))
+        call = lambda: ef(R, nbrs)
+        res_extra = {"neighbors_per_atom": int(nbrs.idx.shape[-1]), "symmetry_functions": int(sym_dim)}
+    jax.block_until_ready(call())
+    res = {"compile_ef_s": time.perf_counter() - t, "cutoff_A": cutoff, "variant": variant, **res_extra}
+    res["min_ef_s"], res["median_ef_s"] = _timeit(call, repeats)
     return res
 
 
@@ -106,6 +130,9 @@ def run_config(kind: str, arg: str, cores: int, repeats: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--arg", arg, "--repeats", str(repeats),
            "--cores", str(cores)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode == -9:  # the kernel's OOM killer (nothing else here sends SIGKILL)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        return {"error": f"killed (out of memory) at {peak:.1f} GiB resident", "peak_rss_GiB": peak}
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"rc {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -114,8 +141,9 @@ def run_config(kind: str, arg: str, cores: int, repeats: int) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--jaxmd", action="store_true", help="also run jax-md's behler_parrinello")
-    ap.add_argument("--jaxmd-cutoff", type=float, default=6.35)
+    ap.add_argument("--jaxmd", nargs="*", default=None, metavar="VARIANT:CUTOFF",
+                    help="also jax-md's Behler–Parrinello (see worker_jaxmd), default dense:6.35; sparse and all "
+                         "need terabytes / ~110 GB for this box")
     ap.add_argument("--worker", default=None)
     ap.add_argument("--arg", default=None)
     ap.add_argument("--cores", type=int, default=2)
@@ -127,7 +155,7 @@ def main():
         tune_allocator()
         os.sched_setaffinity(0, set(range(args.cores)))
         fn = worker_jnnp if args.worker == "jnnp" else worker_jaxmd
-        res = fn(args.arg if args.worker == "jnnp" else float(args.arg), args.repeats)
+        res = fn(args.arg, args.repeats)
         res["peak_rss_GiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         print(json.dumps(res))
         return
@@ -139,9 +167,9 @@ def main():
         for cores in (1, 2):
             r = run_config("jnnp", dtype, cores, args.repeats)
             rows.append({"code": "jnnp", "dtype": dtype, "cores": cores, **r})
-    if args.jaxmd:
-        r = run_config("jaxmd", str(args.jaxmd_cutoff), 2, max(2, args.repeats // 10))
-        rows.append({"code": "jax-md behler_parrinello", "dtype": "float32", "cores": 2, **r})
+    for arg in ([] if args.jaxmd is None else args.jaxmd or ["dense:6.35"]):
+        r = run_config("jaxmd", arg, 2, max(2, args.repeats // 10))  # one at a time: each may need > 20 GB
+        rows.append({"code": f"jax-md BP {arg.split(':')[0]} {arg.split(':')[1]} Å", "dtype": "float32", "cores": 2, **r})
 
     hdr = f"{'code':26s} {'dtype':8s} {'cores':>5s} {'graph s':>8s} {'compile s':>10s} {'E+F min/med ms':>16s} {'E+F+S min/med ms':>18s} {'peak GiB':>9s}"
     print("1080-atom water box, n2p2 RPBE-D3 reference model (cutoff 12 Bohr = 6.35 Å)")

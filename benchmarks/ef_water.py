@@ -105,21 +105,14 @@ def worker_jaxmd(arg: str, repeats: int) -> dict:
         ef = jax.jit(jax.value_and_grad(efn))
         call = lambda: ef(R)
     else:
-        # What energy.behler_parrinello_neighbor_list builds, except that jax-md 0.2.29 sizes its
-        # MLP by evaluating the all-pairs symmetry functions on N dummy atoms (N³ × 22 floats,
-        # ~110 GB here); the shape is taken from eval_shape of the neighbour-list functions instead.
-        from flax import nnx
-        from jax_md._nn import behler_parrinello as bp
+        from _jaxmd import behler_parrinello_nl
 
         fmt = {"dense": partition.Dense, "sparse": partition.Sparse}[variant]
-        nfn = partition.neighbor_list(disp, box, cutoff, 0.0, format=fmt, fractional_coordinates=False)
-        sym_fn = bp.symmetry_functions_neighbor_list(disp, species, **sym)
+        nfn, efn = behler_parrinello_nl(disp, box, species, R, cutoff, key=key, format=fmt)
         nbrs = nfn.allocate(R)
-        sym_dim = jax.eval_shape(sym_fn, R, nbrs).shape[-1]
-        model = energy.BehlerParrinelloEnergy(sym_fn, sym_dim, (30, 30), rngs=nnx.Rngs(key))
-        ef = jax.jit(lambda R, n: jax.value_and_grad(lambda R: model(R, n))(R))
+        ef = jax.jit(lambda R, n: jax.value_and_grad(efn)(R, n))
         call = lambda: ef(R, nbrs)
-        res_extra = {"neighbors_per_atom": int(nbrs.idx.shape[-1]), "symmetry_functions": int(sym_dim)}
+        res_extra = {"neighbors_per_atom": int(nbrs.idx.shape[-1])}
     jax.block_until_ready(call())
     res = {"compile_ef_s": time.perf_counter() - t, "cutoff_A": cutoff, "variant": variant, **res_extra}
     res["min_ef_s"], res["median_ef_s"] = _timeit(call, repeats)

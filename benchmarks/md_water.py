@@ -90,7 +90,8 @@ def worker_jaxmd(cutoff: float, steps: int, replicate: int) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
-    from jax_md import energy, partition, quantity, simulate, space
+    from _jaxmd import behler_parrinello_nl
+    from jax_md import quantity, simulate, space
 
     from jnnp.md.integrate import masses_of
     from jnnp.units import KB, fs_to_internal
@@ -99,12 +100,8 @@ def worker_jaxmd(cutoff: float, steps: int, replicate: int) -> dict:
     box = jnp.asarray(np.diag(s.cell), jnp.float32)
     disp, shift = space.periodic(box)
     species = jnp.asarray((s.numbers == 8).astype(np.int32))
-    # jax-md 0.2.29: the model (an nnx module holding its parameters) is built from ``key``; the
-    # cutoff belongs to the symmetry functions (sym_kwargs), the list format defaults to Sparse.
-    nfn, efn = energy.behler_parrinello_neighbor_list(
-        disp, box, key=jax.random.PRNGKey(0), species=species, sym_kwargs={"cutoff_distance": cutoff},
-        dr_threshold=SKIN_A, fractional_coordinates=False, format=partition.Dense)
     R = jnp.asarray(np.mod(s.positions, np.diag(s.cell)), jnp.float32)
+    nfn, efn = behler_parrinello_nl(disp, box, species, R, cutoff, key=jax.random.PRNGKey(0), dr_threshold=SKIN_A)
     t = time.perf_counter()
     nbrs = nfn.allocate(R)
     alloc_s = time.perf_counter() - t

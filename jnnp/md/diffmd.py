@@ -32,7 +32,6 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -40,12 +39,11 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
-    ValidationError,
     model_validator,
 )
 
 from jnnp.atomic import atomic_write_bytes, atomic_write_npz, atomic_write_text
-from jnnp.config.load import apply_overrides, format_validation_error
+from jnnp.config.load import load_model
 from jnnp.errors import ConfigError
 
 __all__ = ["DiffMDConfig", "add_parser", "load_diffmd_config", "run_diffmd"]
@@ -148,19 +146,7 @@ class DiffMDConfig(_Strict):
 
 def load_diffmd_config(path, overrides=()) -> DiffMDConfig:
     """Read a study YAML; errors name the file and the key path (`ConfigError`)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        return DiffMDConfig.model_validate(apply_overrides(raw, overrides))
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, f"{path}: ")) from None
+    return load_model(DiffMDConfig, path, overrides)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,11 +9,11 @@ The descriptor: three radial functions (type 2) on one shifted grid and two angu
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import jax
 import numpy as np
+from md._models import fast_compiles  # noqa: F401  (used as P.fast_compiles by the hyper tests)
 
 from jnnp.data.structure import Structure
 from jnnp.descriptors.spec import DescriptorSpec, SymFunc
@@ -63,20 +63,6 @@ def potential(hidden=(4,), angular: bool = True, seed: int = 0):
     acts = ("t",) * len(hidden) + ("l",)
     return init_potential(PotentialSpec(descriptor(angular), hidden=tuple(hidden), activations=acts),
                           jax.random.PRNGKey(seed))
-
-
-@contextlib.contextmanager
-def fast_compiles():
-    """XLA optimisation level O0 inside the block (compile time dominates these tiny tests)."""
-    old = getattr(jax.config, "jax_optimization_level", None)
-    if old is None:
-        yield
-        return
-    jax.config.update("jax_optimization_level", "O0")
-    try:
-        yield
-    finally:
-        jax.config.update("jax_optimization_level", old)
 
 
 def fd_gradient(f, raw, h: float = 1e-5) -> np.ndarray:

@@ -20,7 +20,7 @@ S > 1 each centre's run is padded to whole chunks, as `build_graph` does). Tripl
 per centre among its (W_e1 × W_e2) neighbour slots of elements e1, e2 (per-row lists with a
 fixed width W_e), in chunks of centres (``lax.scan``), so the temporaries of a rebuild stay near
 100 MB whatever the number of atoms (1080 water atoms, r_c 6.35 Å, skin 0.5 Å: K = 182,
-3.2 M triplets, 48 MB graph, 77 MB temporaries, rebuild ≈ 0.4 s on 2 CPU cores). Narrow
+3.2 M triplets, 48 MB graph, 77 MB temporaries, rebuild ≈ 0.7 s on 2 CPU cores). Narrow
 triplets also get the pair index of their leg j→k (binary search in j's sorted row, ``Graph.jk``)
 so that the descriptor can use per-pair radial factors (`jnnp.descriptors.angular`).
 
@@ -335,9 +335,10 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
                 q = slots[b.key[2]][row, key % W2]
                 jk = jnp.zeros_like(keys)
                 if b.narrow:  # pair index of the leg j→k, listed since r_jk < r_c + skin (masked above)
-                    jk, found = _pair_slot(rows_sorted, order, j[row, a], j[row, q])
+                    j_atom = j[row, a]
+                    slot, found = _pair_slot(rows_sorted, order, j_atom, j[row, q])
                     over |= jnp.any(ok & ~found)  # only possible with an overflowed jax-md list
-                    jk = jnp.where(ok, j[row, a] * K + jk, 0)
+                    jk = jnp.where(ok, j_atom * K + slot, 0)
                 trip[k] = (jnp.where(ok, row * K + a, 0), jnp.where(ok, row * K + q, 0), jk, loc, ok)
                 over |= total > keys.shape[0]
         if caps is None:

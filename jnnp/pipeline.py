@@ -103,7 +103,10 @@ def train_from_config(cfg: RunConfig, *, resume: bool = False, progress: bool = 
     summary = {"name": cfg.name, "n_train": len(train), "n_validation": len(val), "n_test": len(test),
                "train_wall_s": time.perf_counter() - t0}
     if test:
+        # padded like the validation batches, so that their compiled program is reused
         summary["test"] = evaluate(pot, test, run_dir=run_dir, name="test",
+                                   batch_size=cfg.train.eval_batch_size or cfg.train.batch_size, like=val,
+                                   cache_dir=run_dir / "cache" if cfg.train.cache_graphs else None,
                                    systems=system_keys(test) if per_system else None)
         if progress:
             _print_metrics("test", summary["test"])

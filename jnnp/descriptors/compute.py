@@ -11,6 +11,9 @@ cutoff function is evaluated once per pair and distinct r_c, the angular power o
 (λ, ζ) (integer ζ by repeated multiplication), the squared-distance sums once per distinct r_s.
 That sharing needs the values at trace time, so it applies to fields that are not in
 ``spec.trainable``; trainable fields are read from ``params`` and evaluated per function.
+Blocks whose functions are the same (automatic grids repeat one set for every element pair) are
+concatenated and evaluated by one kernel, so the compiled program does not grow with the number
+of element combinations.
 """
 
 from __future__ import annotations
@@ -49,6 +52,29 @@ class _Columns:
     def subset(self, types) -> np.ndarray:
         return np.flatnonzero(np.isin(self.types, list(types)))
 
+    def signature(self) -> tuple:
+        """Everything the per-neighbour evaluation depends on except the centre element, the
+        target columns and the weights (applied after the sum): blocks with equal signatures
+        are evaluated by one kernel on their concatenated neighbour lists."""
+        return (tuple(self.types), tuple(self.lam), tuple(self.subtypes), tuple(self.left),
+                tuple(self.right), tuple(tuple(self.static[f]) for f in FIELDS))
+
+
+def _merge_groups(infos, separate) -> list[list[int]]:
+    """Indices of blocks grouped by equal `_Columns.signature` (in first-appearance order).
+
+    Automatic grids give every element pair/triplet the same functions, so a 5-element system's
+    75 triplet blocks become one kernel: one compiled program instead of 75 unrolled ones.
+    Trainable fields are read per centre element and column, so then (``separate``) every block
+    stays alone.
+    """
+    if separate:
+        return [[b] for b in range(len(infos))]
+    groups: dict[tuple, list[int]] = {}
+    for b, info in enumerate(infos):
+        groups.setdefault(info.signature(), []).append(b)
+    return list(groups.values())
+
 
 def _take(x, idx):
     """x[idx] along axis 0; graph indices are always in bounds (padding points at entry 0)."""
@@ -83,10 +109,11 @@ def _angular_powers(cos, lam, zeta, zeta_traced: bool):
 
 def _fast_angular_blocks(spec: DescriptorSpec, info: _Columns):
     """Custom-VJP evaluators for a triplet block of static exponential functions: (vector-based,
-    pair-factor based or None) — the second only when every function of the block is narrow."""
+    pair-factor based or None) — the second only when every function of the block is narrow.
+    Unit weights: the block weights are applied to the per-centre sums."""
     if set(spec.trainable) & {"eta", "rs", "rc", "zeta", "alpha"} or not set(info.types) <= {3, 9, 13}:
         return None, None
-    columns = [dict(w=float(info.weights[j]), lam=float(info.lam[j]), zeta=float(info.static["zeta"][j]),
+    columns = [dict(w=1.0, lam=float(info.lam[j]), zeta=float(info.static["zeta"][j]),
                     eta=float(info.static["eta"][j]), rs=float(info.static["rs"][j]),
                     rc=float(info.static["rc"][j]), narrow=t in (3, 13))
                for j, t in enumerate(info.types)]
@@ -95,7 +122,7 @@ def _fast_angular_blocks(spec: DescriptorSpec, info: _Columns):
     return make_exp_angular_block(spec.cutoff_type, spec.cutoff_alpha, columns), narrow
 
 
-def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
+def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True, merge_blocks: bool = True):
     """Build ``descriptor_fn(params, positions, cell, graph) -> tuple[(N_c, n_c) arrays]``.
 
     Args of the returned function:
@@ -111,12 +138,15 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
     chunked graphs use a hand-written VJP (`jnnp.descriptors.angular`; per-pair radial factors
     when the graph lists the j→k legs), which does not support forward mode
     (``jax.jvp``/``jacfwd``); pass ``fast_angular=False`` for plain autodiff everywhere.
+    ``merge_blocks=False`` evaluates every block on its own (same values; for tests).
     """
     plan = make_plan(spec)
     nel = len(spec.elements)
     pair_info = [_Columns(spec, b) for b in plan.pair_blocks]
     trip_info = [_Columns(spec, b) for b in plan.triplet_blocks]
-    fast = [_fast_angular_blocks(spec, info) if fast_angular else (None, None) for info in trip_info]
+    pair_groups = _merge_groups(pair_info, spec.trainable or not merge_blocks)
+    trip_groups = _merge_groups(trip_info, spec.trainable or not merge_blocks)
+    fast = [_fast_angular_blocks(spec, trip_info[g[0]]) if fast_angular else (None, None) for g in trip_groups]
     trainable = set(spec.trainable)
     ctype = spec.cutoff_type
 
@@ -151,12 +181,28 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
         out = [jnp.zeros((graph.element_atoms[c].shape[0], len(spec.functions[c])), dtype)
                for c in range(nel)]
 
-        def accumulate(info, vals, local, mask):
-            vals = vals * np.asarray(info.weights, dtype) * mask[:, None]
-            seg = jax.ops.segment_sum(vals, local, out[info.c].shape[0], indices_are_sorted=True)
-            out[info.c] = out[info.c].at[:, info.cols].add(seg)
+        def merged(group, infos, blocks):
+            """The group's blocks as one: index arrays concatenated, centre indices offset so that
+            block b's centres are segments [offs[b], offs[b + 1]) (padding keeps them sorted)."""
+            offs = np.cumsum([0] + [out[infos[b].c].shape[0] for b in group])
+            if len(group) == 1:
+                return blocks[group[0]], offs
+            *idx, local, mask = zip(*(blocks[b] for b in group))
+            local = jnp.concatenate([jnp.asarray(x) + int(o) for x, o in zip(local, offs)])
+            return tuple(jnp.concatenate(a) for a in idx) + (local, jnp.concatenate(mask)), offs
 
-        for info, (idx, local, mask) in zip(pair_info, graph.pair_blocks):
+        def distribute(group, infos, seg, offs):
+            """Add the (Σ n_c, k) per-centre sums of a group to each block's columns, weighted."""
+            for b, o0, o1 in zip(group, offs[:-1], offs[1:]):
+                info = infos[b]
+                out[info.c] = out[info.c].at[:, info.cols].add(seg[o0:o1] * np.asarray(info.weights, dtype))
+
+        def segment_sums(vals, local, mask, n_seg):
+            return jax.ops.segment_sum(vals * mask[:, None], local, n_seg, indices_are_sorted=True)
+
+        for group in pair_groups:
+            info = pair_info[group[0]]
+            (idx, local, mask), offs = merged(group, pair_info, graph.pair_blocks)
             r = _take(r_pair, idx)[:, None]
             vals = jnp.zeros((r.shape[0], len(info.cols)), dtype)
             sel = info.subset({2, 12})
@@ -169,19 +215,21 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
             if sel.size:
                 vals = vals.at[:, sel].set(_compact.compact_radial(
                     _pick(info.subtypes, sel), r, vf(info, "rl", sel), vf(info, "rc", sel)))
-            accumulate(info, vals, local, mask)
+            distribute(group, pair_info, segment_sums(vals, local, mask, int(offs[-1])), offs)
 
-        for info, (vector_fn, narrow_fn), (tp, tq, tr, local, mask) in zip(trip_info, fast, graph.triplet_blocks):
+        for group, (vector_fn, narrow_fn) in zip(trip_groups, fast):
+            info = trip_info[group[0]]
+            (tp, tq, tr, local, mask), offs = merged(group, trip_info, graph.triplet_blocks)
+            n_seg = int(offs[-1])
             if vector_fn is not None and graph.chunk > 1:
                 S = graph.chunk
                 shape = (tp.shape[0] // S, S)
-                n_seg = out[info.c].shape[0]
                 if narrow_fn is not None and graph.jk:
                     seg = narrow_fn(r_pair, tp.reshape(shape), tq.reshape(shape), tr.reshape(shape), local[::S],
                                     mask.reshape(shape), n_seg)
                 else:
                     seg = vector_fn(vxyz, tp.reshape(shape), tq.reshape(shape), local[::S], mask.reshape(shape), n_seg)
-                out[info.c] = out[info.c].at[:, info.cols].add(seg)
+                distribute(group, trip_info, seg, offs)
                 continue
             v1, v2 = _take(vec, tp), _take(vec, tq)
             r1, r2 = _take(r_pair, tp), _take(r_pair, tq)
@@ -218,11 +266,12 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True):
                        * jnp.where(narrow, _compact.compact_radial(subs, r3, rl, rc), 1.0))
                 ang = _compact.compact_angular(subs, cos, info.left[sel][None, :], info.right[sel][None, :])
                 vals = vals.at[:, sel].set(rad * ang)
-            accumulate(info, vals, local, mask)
+            distribute(group, trip_info, segment_sums(vals, local, mask, n_seg), offs)
 
         return tuple(o * m[:, None] for o, m in zip(out, graph.element_mask))
 
     descriptor_fn.plan = plan
+    descriptor_fn.groups = (pair_groups, trip_groups)
     return descriptor_fn
 
 

@@ -245,9 +245,13 @@ class BatchSizer:
         growth: ratio g between consecutive capacity levels (> 1).
         min_level: lowest level used (default 0: partial batches are padded like full ones,
             which saves a compilation); None for no lower bound.
+        reference: references r_q to use instead of this data set's (another sizer's
+            ``reference`` for the same plan and batch size: its batches then get the same
+            capacity levels, hence reuse the same compiled programs).
     """
 
-    def __init__(self, graphs, batch_size: int, growth: float = 1.25, min_level: int | None = 0):
+    def __init__(self, graphs, batch_size: int, growth: float = 1.25, min_level: int | None = 0,
+                 reference=None):
         if not graphs:
             raise ValueError("need at least one structure to size batches")
         if growth <= 1.0:
@@ -262,6 +266,12 @@ class BatchSizer:
         B = self.batch_size
         mean, std = self.needs.mean(0), self.needs.std(0)
         self.reference = np.maximum(B * mean + 2.0 * np.sqrt(B) * std, self.needs.max(0))
+        if reference is not None:
+            reference = np.asarray(reference, dtype=np.float64)
+            if reference.shape != self.reference.shape:
+                raise ValueError(f"reference capacities of shape {reference.shape} do not match this "
+                                 f"plan's {self.reference.shape}")
+            self.reference = reference
 
     def level(self, need) -> int:
         """Smallest integer k with need ≤ reference · g^k for every size."""
@@ -412,10 +422,11 @@ class Batcher:
         graphs: precomputed graphs (else built with `build_graphs`).
         cache_dir: disk cache for the graphs (see `build_graphs`).
         growth: capacity level ratio (see `BatchSizer`).
+        reference: capacity references of another Batcher's sizer (see `BatchSizer`).
     """
 
     def __init__(self, spec, structures, batch_size: int, *, graphs=None, cache_dir=None,
-                 growth: float = 1.25, chunk: int | None = None, progress: bool = False):
+                 growth: float = 1.25, chunk: int | None = None, progress: bool = False, reference=None):
         desc = getattr(spec, "descriptor", spec)
         self.plan = make_plan(desc)
         self.structures = list(structures)
@@ -424,7 +435,8 @@ class Batcher:
         if len(self.graphs) != len(self.structures):
             raise ValueError("need one graph per structure")
         self.batch_size = int(batch_size)
-        self.sizer = BatchSizer(self.graphs, self.batch_size, growth) if self.structures else None
+        self.sizer = (BatchSizer(self.graphs, self.batch_size, growth, reference=reference)
+                      if self.structures else None)
 
     def __len__(self) -> int:
         return len(self.structures)

@@ -317,15 +317,21 @@ def _validate(properties_fn, params, batcher, loss_cfg, elements, systems=None):
 
 
 def evaluate(potential, dataset, *, batch_size: int = 16, systems=None, loss: LossConfig | None = None,
-             run_dir=None, name: str = "test", plots: bool = True) -> dict:
+             run_dir=None, name: str = "test", plots: bool = True, like=None, cache_dir=None) -> dict:
     """Metrics of ``potential`` on ``dataset`` (e.g. the test split).
+
+    ``like``: structures (e.g. the validation split, evaluated with the same ``batch_size``) whose
+    batch capacities to use, so that the program compiled for them is reused rather than a new
+    one compiled for this data set's shapes. ``cache_dir``: graph cache (see `build_graphs`).
 
     Returns the `ErrorAccumulator.summary` dict plus ``loss`` (with the weights of ``loss``).
     With ``run_dir``, writes ``{name}_metrics.json`` and ``{name}_parity.png`` there.
     """
     loss = loss or LossConfig()
     stress = any(s.stress is not None and s.periodic for s in dataset)
-    batcher = Batcher(potential.spec, dataset, batch_size)
+    ref = (Batcher(potential.spec, like, batch_size, cache_dir=cache_dir).sizer.reference
+           if like else None)
+    batcher = Batcher(potential.spec, dataset, batch_size, cache_dir=cache_dir, reference=ref)
     step = cached_properties_fn(potential.spec, True, stress)
     val, summary, acc = _validate(step, potential.params, batcher, loss, potential.spec.elements, systems)
     summary = {"loss": val, **summary}

@@ -78,7 +78,8 @@ def worker_jnnp(dtype_name: str, steps: int, replicate: int, thermo_every: int) 
             "setup_and_total_s": total, "s_per_step": summary["wall_s_chunks"] / n_steps,
             "ns_per_day": summary["ns_per_day"], "atom_steps_per_s": summary["atom_steps_per_s"],
             "ns_per_day_incl_io": n_steps * TIMESTEP_FS * 1e-6 / (wall_io / 86400),
-            "reallocations": summary["rebuilds"], "graph_rebuilds": summary["graph_rebuilds"], "temperature_mean_K": summary["temperature_mean_K"],
+            "reallocations": summary["rebuilds"], "graph_rebuilds": summary["graph_rebuilds"],
+            "graph_redos": summary["graph_redos"], "temperature_mean_K": summary["temperature_mean_K"],
             "drift_eV_per_atom_per_ps": drift.get("slope_eV_per_atom_per_ps"),
             "max_abs_dev_eV_per_atom": drift.get("max_abs_dev_eV_per_atom")}
 

@@ -103,9 +103,10 @@ class GraphFns(NamedTuple):
     restore: Callable | None = None
 
 
-def graph_invalid(positions, cell, reference, reference_cell, skin: float, cutoff: float):
+def graph_invalid(positions, cell, reference, reference_cell, skin: float, cutoff: float, margin=0.0):
     """True (jittable) when a graph built at (``reference``, ``reference_cell``) with radius
-    r_c + ``skin`` may miss a pair or triplet within r_c ≤ ``cutoff`` at (``positions``, ``cell``).
+    r_c + ``skin`` may miss a pair or triplet within r_c ≤ ``cutoff`` at (``positions``, ``cell``)
+    — or could once each atom has moved ``margin`` (scalar or (N,) [Å]) further.
 
     With A = cell_ref⁻¹·cell, x = R·A⁻¹ (the atoms carried back to the build cell) and
     m = max |x − R_ref|, every pair vector changed by at most 2m before the strain A, which
@@ -117,10 +118,10 @@ def graph_invalid(positions, cell, reference, reference_cell, skin: float, cutof
     """
     A = jnp.linalg.solve(reference_cell, cell)
     x = jnp.linalg.solve(A.T, positions.T).T
-    m2 = jnp.max(jnp.sum((x - reference) ** 2, axis=-1))
+    m = jnp.max(safe_norm(x - reference) + margin)
     sigma = jnp.linalg.svd(A, compute_uv=False)[-1]
     allowed = 0.5 * (skin - cutoff * jnp.maximum(1.0 / sigma - 1.0, 0.0))
-    return (allowed < 0) | (m2 > jnp.maximum(allowed, 0.0) ** 2)
+    return (allowed < 0) | (m > jnp.maximum(allowed, 0.0))
 
 
 def _heights(cell):
@@ -187,12 +188,13 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
     Returns:
         GraphFns ``allocate(positions, numbers[, capacity_multiplier], cell=None) ->
         JitGraphState`` (host: sizes capacities from the current structure; the multiplier can be
-        overridden, e.g. to test overflow handling), ``update(positions, state, cell=None) ->
-        JitGraphState`` (jittable: rebuilds when needed, raises ``state.overflow`` when a buffer is
-        too small; ``cell`` = the current cell when it changes), ``reallocate(positions, state,
-        cell=None) -> JitGraphState`` (host: never smaller capacities, and at least count +
-        ``extra_capacity``), and ``describe``/``restore`` (see `GraphFns`). positions: (N, 3) [Å],
-        unwrapped.
+        overridden, e.g. to test overflow handling), ``update(positions, state, cell=None, margin=0)
+        -> JitGraphState`` (jittable: rebuilds when needed, i.e. when an atom is within ``margin``
+        (scalar or per atom (N,) [Å]) of having moved skin/2 — a margin ≥ the coming step's move
+        spares redoing that step; raises ``state.overflow`` when a buffer is too small; ``cell`` =
+        the current cell when it changes), ``reallocate(positions, state, cell=None) ->
+        JitGraphState`` (host: never smaller capacities, and at least count + ``extra_capacity``),
+        and ``describe``/``restore`` (see `GraphFns`). positions: (N, 3) [Å], unwrapped.
 
     Raises:
         ValueError: a cell width below 2·(cutoff + skin), where the minimum image misses
@@ -216,7 +218,6 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
     neighbor_fn = partition.neighbor_list(  # dr_threshold 0: rebuilds whenever asked (our lax.cond)
         displacement, box, rcut + _MARGIN, dr_threshold=0.0, format=partition.Dense,
         capacity_multiplier=max(1.0, capacity_multiplier), fractional_coordinates=True)
-    half_skin2 = (0.5 * skin) ** 2
     rc_max = float(plan.spec.cutoff)
     nel = len(plan.spec.elements)
     blocks_of = {}  # centre element -> indices of its triplet blocks
@@ -407,15 +408,15 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
         return _allocate(positions, np.asarray(state.graph.species), max(1.0, capacity_multiplier),
                          (state.caps, state.nbrs.max_occupancy), state.graph.chunk, cell=cell)
 
-    def update(positions, state: JitGraphState, cell=None) -> JitGraphState:
+    def update(positions, state: JitGraphState, cell=None, margin=0.0) -> JitGraphState:
         R = positions.astype(state.reference.dtype)
         if cell is None:  # the allocation cell throughout
             c, box_kw = state.reference_cell, {}
-            moved = jnp.max(jnp.sum((R - state.reference) ** 2, axis=-1)) > half_skin2
+            moved = jnp.max(safe_norm(R - state.reference) + margin) > 0.5 * skin
         else:
             c = jax.lax.stop_gradient(cell).astype(R.dtype)
             box_kw = {"box": _box_of(c)}
-            moved = graph_invalid(R, c, state.reference, state.reference_cell, skin, rc_max)
+            moved = graph_invalid(R, c, state.reference, state.reference_cell, skin, rc_max, margin)
 
         def rebuild(state):
             nbrs = _quiet(neighbor_fn.update, fractional(R, c), state.nbrs, **box_kw)

@@ -64,7 +64,7 @@ def make_host_graph_fns(plan, numbers, cell, pbc, skin: float = 1.0, granularity
         return HostGraphState(graph=g, reference=jnp.asarray(R, dtype), reference_cell=jnp.asarray(c, dtype),
                               overflow=jnp.asarray(False))
 
-    def update(R, state, cell=None):
+    def update(R, state, cell=None, margin=0.0):  # host graphs cannot rebuild in jit: no margin
         if cell is None:
             moved = jnp.max(jnp.sum((R - state.reference) ** 2, axis=-1)) > half_skin2
         else:

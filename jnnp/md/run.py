@@ -10,7 +10,10 @@ Neighbour validity within a step: jax-md's ``apply_fn`` moves the atoms and then
 forces, so the graph is checked *after* the step at the new positions (where the forces were
 taken). When the jit graph had to be rebuilt there, the step is redone from its start with the
 new graph (one extra force evaluation per rebuild), so every force uses a graph that is valid
-where it is evaluated. Host graphs are never rebuilt inside jit: the check raises the overflow
+where it is evaluated. Given the time step, the chunk avoids most redos: before each step it
+predicts each atom's move (velocity Verlet's drift dt·(p + dt/2·F)/m, with a safety factor
+for thermostats) and rebuilds at the current positions if the graph would not stay valid
+that far; the check after the step remains the guarantee. Host graphs are never rebuilt inside jit: the check raises the overflow
 flag and the block is redone after ``reallocate``.
 """
 
@@ -30,7 +33,7 @@ __all__ = ["MDRun", "make_chunk_fn", "run_chunks", "init_state", "STANDARD_OUTPU
 
 # Per-sample outputs of a chunk that observables may not shadow.
 STANDARD_OUTPUTS = ("ok", "e_pot", "e_kin", "temperature", "positions", "momenta", "pressure", "volume",
-                    "cell", "conserved", "graph_rebuilds")
+                    "cell", "conserved", "graph_rebuilds", "graph_redos")
 
 
 @dataclasses.dataclass
@@ -66,7 +69,7 @@ class MDRun:
 
 def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, samples: int, *,
                   pressure: bool = False, conserved: Callable | None = None,
-                  observables: Mapping[str, Callable] | None = None):
+                  observables: Mapping[str, Callable] | None = None, dt: float | None = None):
     """Jitted ``chunk(state, graph_state[, n_max]) -> (state, graph_state, out)``.
 
     Args:
@@ -84,13 +87,16 @@ def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, sa
         observables: ``{name: fn(positions (N, 3) [Å], cell (3, 3) [Å], graph) -> scalar}``,
             evaluated inside the jitted chunk at every sample (positions unwrapped, the graph
             valid for them) and returned under ``name``.
+        dt: the integrator's time step [Å·sqrt(amu/eV)]: enables the rebuild before a step that
+            could leave the graph's validity (module docstring); None: rebuild only after.
 
     The chunk runs ``samples`` blocks of ``thermo_every`` steps (at most ``n_max``, a traced
     integer). A block in which the neighbour data overflow (or become invalid) is discarded
     together with every later block of the chunk: the returned state is the last one reached
     with complete neighbours, and ``out`` is a dict of per-sample arrays: ``ok`` (bool),
     ``e_pot``, ``e_kin`` [eV], ``temperature`` [K], ``positions``, ``momenta``,
-    ``graph_rebuilds`` (jit graph rebuilds in the block, each with its step redone), and as requested
+    ``graph_rebuilds`` (jit graph rebuilds in the block), ``graph_redos`` (steps of the block
+    redone because the graph was rebuilt after them), and as requested
     ``pressure``, ``volume``, ``cell`` (changing cells), ``conserved`` and the observables.
     """
     observables = dict(observables or {})
@@ -100,31 +106,39 @@ def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, sa
     moving = callable(cell)
     cell_of = cell if moving else (lambda state: cell)
 
-    def update(R, gstate, state):
-        return graph_update(R, gstate, cell=cell_of(state)) if moving else graph_update(R, gstate)
+    def update(R, gstate, state, margin=0.0):
+        return graph_update(R, gstate, cell=cell_of(state) if moving else None, margin=margin)
+
+    def rebuilt(new, old):
+        return jnp.any(new.reference != old.reference)
 
     def step(_, carry):
-        state, gstate, failed, rebuilds = carry
+        state, gstate, failed, rebuilds, redos = carry
+        if dt is not None:  # per-atom margin: 1.5 × this step's velocity-Verlet drift
+            drift = dt * (state.momentum + 0.5 * dt * state.force) / state.mass
+            g0 = update(state.position, gstate, state, 1.5 * jnp.sqrt(jnp.sum(drift * drift, -1)))
+            rebuilds, gstate = rebuilds + rebuilt(g0, gstate), g0
 
         def attempt(c):
             _, g, _, tries = c
             new = apply_fn(state, graph=g.graph, cell=cell_of(state))
             g_new = update(new.position, g, new)
-            rebuilt = jnp.any(g_new.reference != g.reference)  # the forces used a stale graph
-            return new, g_new, rebuilt, tries + 1
+            return new, g_new, rebuilt(g_new, g), tries + 1  # rebuilt: the forces used a stale graph
 
-        new, gstate, rebuilt, tries = jax.lax.while_loop(lambda c: c[2] & (c[3] < 2), attempt,
-                                                         (state, gstate, jnp.asarray(True), 0))
+        new, gstate, stale, tries = jax.lax.while_loop(lambda c: c[2] & (c[3] < 2), attempt,
+                                                       (state, gstate, jnp.asarray(True), 0))
         # still rebuilding after a redo: one step moved an atom by more than skin/2
-        return new, gstate, failed | rebuilt, rebuilds + tries - 1
+        return new, gstate, failed | stale, rebuilds + tries - 1, redos + tries - 1
 
     def block(c):
-        state, gstate, failed, rebuilds = jax.lax.fori_loop(
-            0, thermo_every, step, (c[0], c[1], jnp.asarray(False), jnp.asarray(0, jnp.int32)))
-        return state, gstate, failed | gstate.overflow, rebuilds
+        zero = jnp.asarray(0, jnp.int32)
+        state, gstate, failed, rebuilds, redos = jax.lax.fori_loop(
+            0, thermo_every, step, (c[0], c[1], jnp.asarray(False), zero, zero))
+        return state, gstate, failed | gstate.overflow, rebuilds, redos
 
     def skip(c):
-        return c[0], c[1], jnp.asarray(True), jnp.asarray(0, jnp.int32)
+        zero = jnp.asarray(0, jnp.int32)
+        return c[0], c[1], jnp.asarray(True), zero, zero
 
     def measure(state, gstate):
         c = cell_of(state)
@@ -148,11 +162,11 @@ def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, sa
     def sample(carry, i):
         state, gstate, stopped, n_max = carry
         stopped = stopped | (i >= n_max)
-        new_state, new_g, failed, rebuilds = jax.lax.cond(stopped, skip, block, (state, gstate))
+        new_state, new_g, failed, rebuilds, redos = jax.lax.cond(stopped, skip, block, (state, gstate))
         ok = ~failed
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
         state, gstate = keep(new_state, state), keep(new_g, gstate)
-        out = {"ok": ok, "graph_rebuilds": rebuilds, **measure(state, gstate)}
+        out = {"ok": ok, "graph_rebuilds": rebuilds, "graph_redos": redos, **measure(state, gstate)}
         return (state, gstate, stopped | failed, n_max), out
 
     @jax.jit

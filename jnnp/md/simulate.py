@@ -136,7 +136,7 @@ def run_md(potential, structure, cfg, run_dir, *, resume: bool = False, progress
                  if ens.kind in ("nvt_nose_hoover", "npt_nose_hoover") else None)
     chunk_fn = make_chunk_fn(energy_fn, apply_fn, graph.fns.update, cell_of or cell, cfg.thermo_every,
                              cfg.samples_per_chunk, pressure=periodic, conserved=conserved,
-                             observables=observables)
+                             observables=observables, dt=ens.dt)
     extra_columns = (["e_conserved_eV"] if conserved else []) + list(observables)
     traj_path = run_dir / f"trajectory.{cfg.trajectory_format}"
     thermo = ThermoLog(run_dir / "thermo.csv", resume_from_step=step0 if resume else None,
@@ -199,6 +199,7 @@ def _summarise(run_dir, cfg, structure, result, wall, neighbor_mode, sampled, sa
                "n_atoms": structure.n_atoms, "neighbors": neighbor_mode,
                "rebuilds": result.rebuilds + initial_reallocations,
                "graph_rebuilds": int(np.sum(result.extras.get("graph_rebuilds", 0))),
+               "graph_redos": int(np.sum(result.extras.get("graph_redos", 0))),
                "wall_s_including_compile": wall, "wall_s_chunks": result.wall_s, "compile_s": result.compile_s,
                "ns_per_day": (n_steps * cfg.timestep_fs * 1e-6) / (rate / 86400) if rate else None,
                "atom_steps_per_s": n_steps * structure.n_atoms / rate if rate else None,

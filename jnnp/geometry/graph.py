@@ -121,11 +121,9 @@ def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | Non
         local[atoms] = np.arange(len(atoms), dtype=np.int32)
     si, sj, d = species[pl.centers], species[pl.neighbors], pl.distances
 
-    pair_blocks = []
-    for b in plan.pair_blocks:
-        c, e = b.key
-        idx = np.flatnonzero((si == c) & (sj == e) & (d < b.rc + skin)).astype(np.int32)
-        pair_blocks.append((idx, local[pl.centers[idx]], np.ones(len(idx), bool)))
+    nel = len(plan.spec.elements)
+    pair_blocks = [(idx.astype(np.int32), local[pl.centers[idx]], np.ones(len(idx), bool))
+                   for idx in _split_by_block(plan.pair_blocks, si * nel + sj, d, skin, (nel, nel))]
 
     triplet_blocks = []
     if chunk is None:
@@ -133,12 +131,9 @@ def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | Non
     if plan.triplet_blocks:
         p, q = triplets(pl.centers)
         ej, ek = sj[p], sj[q]
-        lo, hi = np.minimum(ej, ek), np.maximum(ej, ek)
-        c_of = si[p]
-        rmax = np.maximum(d[p], d[q])
-        for b in plan.triplet_blocks:
-            c, e1, e2 = b.key
-            sel = (c_of == c) & (lo == e1) & (hi == e2) & (rmax < b.rc + skin)
+        key = (si[p] * nel + np.minimum(ej, ek)) * nel + np.maximum(ej, ek)
+        for b, sel in zip(plan.triplet_blocks, _split_by_block(plan.triplet_blocks, key, np.maximum(d[p], d[q]),
+                                                               skin, (nel, nel, nel))):
             tp, tq = p[sel], q[sel]
             tr = np.zeros(len(tp), np.int64)
             if b.narrow:
@@ -161,6 +156,20 @@ def build_graph(plan, positions, numbers, cell=None, pbc=False, chunk: int | Non
                  pair_i=pl.centers, pair_j=pl.neighbors, pair_shift=pl.shifts,
                  pair_blocks=tuple(pair_blocks), triplet_blocks=tuple(tuple(b) for b in triplet_blocks),
                  chunk=int(chunk), jk=True)
+
+
+def _split_by_block(blocks, key, r, skin: float, shape) -> list[np.ndarray]:
+    """Per block, the entries (indices into ``key``, ascending) whose element key (the flat index
+    of the block's ``key`` in an array of ``shape``) is the block's and whose distance ``r`` is
+    below the block's r_c + skin — one sort for all blocks instead of a mask per block."""
+    table = np.full(int(np.prod(shape)), len(blocks), np.int64)
+    table[[np.ravel_multi_index(b.key, shape) for b in blocks]] = np.arange(len(blocks))
+    rc = np.array([b.rc + skin for b in blocks] + [-np.inf])
+    bid = table[key]
+    bid = np.where(r < rc[bid], bid, len(blocks)).astype(np.int16 if len(blocks) < 2**15 - 1 else np.int64)
+    order = np.argsort(bid, kind="stable")  # a radix sort for int16 keys
+    bounds = np.searchsorted(bid[order], np.arange(len(blocks) + 1))
+    return [order[bounds[k]:bounds[k + 1]] for k in range(len(blocks))]
 
 
 def bucket(n: int, granularity: float = 0.125, minimum: int = 8) -> int:

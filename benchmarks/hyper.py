@@ -1,4 +1,5 @@
-"""Descriptor-set benchmark: gradient-optimised vs standard grid vs CUR/FPS symmetry functions.
+"""Descriptor-set benchmark: gradient-optimised vs standard grid vs n2p2-style hand-chosen vs CUR/FPS
+symmetry functions.
 
 Runs the studies of configs/hyper_ethanol.yaml (rMD17 ethanol, split 01) and configs/hyper_tio2.yaml
 (bulk TiO2, Artrith & Urban) with `jnnp.hyper.study.run_study` and writes
@@ -32,7 +33,8 @@ _TINY_COMMON = ["grid.n_radial=2", "grid.zeta=[1.0]", "grid.lambdas=[1.0]", "poo
                 "train.epochs=2", "train.batch_size=4", "train.warmup_epochs=0", "ridge.steps=2",
                 "ridge.frames_train=8", "ridge.frames_validation=4", "ridge.batch_size=4", "unrolled.outer_steps=1",
                 "unrolled.inner_steps=2", "unrolled.frames_train=4", "unrolled.frames_validation=4",
-                "unrolled.batch_size=4", "learnable.epochs=1", "learnable.batch_size=4", "seeds=[0]"]
+                "unrolled.batch_size=4", "learnable.epochs=1", "learnable.batch_size=4", "hand.match_grid_size=false",
+                "seeds=[0]"]
 TINY = {"ethanol": ["data.index=':40'", "data.test_path=null", "data.split={validation: 0.25, test: 0.25, seed: 0}",
                     *_TINY_COMMON],
         "tio2": ["data.index='::400'", "data.split={validation: 0.25, test: 0.25, seed: 0}", *_TINY_COMMON]}

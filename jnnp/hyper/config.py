@@ -5,7 +5,8 @@ split), ``grid`` (the standard symmetry-function grid of size n per element, and
 point of the gradient methods), ``pool`` (the large candidate set for CUR/FPS), ``network``,
 ``train`` (the final training of every descriptor set, `jnnp.config.schema.TrainConfig`),
 ``parameters`` (which hyperparameters the gradient methods learn), one section per gradient
-method (``ridge``, ``unrolled``, ``learnable``), ``methods`` and ``seeds``. Lengths in Å, η in Å⁻².
+method (``ridge``, ``unrolled``, ``learnable``), ``hand`` (a hand-written set in n2p2 syntax),
+``methods`` and ``seeds``. Lengths in Å, η in Å⁻².
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from jnnp.config.schema import DataConfig, TrainConfig
 __all__ = [
     "METHODS",
     "GridConfig",
+    "HandConfig",
     "HyperStudyConfig",
     "LearnableConfig",
     "NetworkConfig",
@@ -30,7 +32,8 @@ __all__ = [
     "load_hyper_config",
 ]
 
-METHODS = ("grid", "grid_centered", "cur", "fps", "ridge", "unrolled", "learnable")
+METHODS = ("grid", "grid_centered", "hand", "cur", "fps", "ridge", "unrolled", "learnable")
+Method = Literal["grid", "grid_centered", "hand", "cur", "fps", "ridge", "unrolled", "learnable"]
 Field_ = Literal["eta", "rs", "zeta", "rc"]
 
 
@@ -139,6 +142,17 @@ class LearnableConfig(_Strict):
         return self
 
 
+class HandConfig(_Strict):
+    """A hand-chosen set, as n2p2 users write them: ``symfunction_short`` lines (n2p2 syntax; a
+    whole ``input.nn`` works too) in ``path`` (relative to the working directory). Cutoff type
+    from ``grid``."""
+
+    path: str
+    length_unit: Literal["angstrom", "bohr"] = "angstrom"
+    match_grid_size: bool = Field(True, description="require the grid's number of functions per element "
+                                  "(a fair comparison); false only for smoke tests with a shrunken grid")
+
+
 class HyperStudyConfig(_Strict):
     """A whole study: data → pool/grid → each method's descriptor set → same training → errors."""
 
@@ -153,7 +167,8 @@ class HyperStudyConfig(_Strict):
     ridge: RidgeConfig = RidgeConfig()
     unrolled: UnrolledConfig = UnrolledConfig()
     learnable: LearnableConfig = LearnableConfig()
-    methods: list[Literal["grid", "grid_centered", "cur", "fps", "ridge", "unrolled", "learnable"]] = Field(
+    hand: HandConfig | None = None
+    methods: list[Method] = Field(
         default_factory=lambda: ["grid", "cur", "fps", "ridge", "learnable"])
     seeds: list[int] = Field(default_factory=lambda: [0], description="network seeds of the final trainings")
 
@@ -163,6 +178,8 @@ class HyperStudyConfig(_Strict):
             raise ValueError("methods must name at least one method")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError("methods must not repeat")
+        if "hand" in self.methods and self.hand is None:
+            raise ValueError("method 'hand' needs a 'hand' section naming the set's file (hand.path)")
         if not self.seeds:
             raise ValueError("seeds must hold at least one seed")
         if self.data.split.validation <= 0:

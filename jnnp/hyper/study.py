@@ -5,6 +5,9 @@ set with exactly the per-element size n of the standard grid (``grid`` section):
 
 * ``grid``: the standard grid itself (shifted or centred radial functions, Behler angular set);
 * ``grid_centered``: the same grid with the other radial placement rule;
+* ``hand``: a hand-chosen set in n2p2 syntax (``hand.path``), as n2p2/RuNNer users write them
+  (centred and shell-shifted radial functions per element pair, a few angular ones per triple);
+  it must have the grid's size unless ``hand.match_grid_size`` is false;
 * ``cur`` / ``fps``: n functions per element selected from a large pool (`jnnp.hyper.select`)
   on the feature matrix of ``pool.frames`` training structures;
 * ``ridge``: the grid's fields named in ``parameters`` optimised by Adam on the exact
@@ -136,6 +139,19 @@ def _method_grid_centered(cfg, elements, train, val, progress, shared):
     return grid_spec(cfg, elements, other), {"radial_mode": other}
 
 
+def _method_hand(cfg, elements, train, val, progress, shared):
+    from jnnp.io.n2p2 import read_symmetry_functions
+
+    h = cfg.hand
+    desc = read_symmetry_functions(h.path, elements, cutoff_type=cfg.grid.cutoff_type, length_unit=h.length_unit)
+    size = grid_spec(cfg, elements).n_features
+    if h.match_grid_size and tuple(desc.n_features) != tuple(size):
+        raise ValueError(f"{h.path}: {list(desc.n_features)} functions per element (elements {list(desc.elements)}), "
+                         f"but the grid has {list(size)}; a fair comparison needs the same size "
+                         "(or set hand.match_grid_size: false)")
+    return desc, {"path": h.path}
+
+
 def _pool_features(cfg, elements, train, shared):
     """(pool spec, feature matrices, seconds to compute them, whether they were computed before):
     computed once per study."""
@@ -221,7 +237,8 @@ def _method_learnable(cfg, elements, train, val, progress, shared):
     return res.potential.spec.descriptor, {"joint_model": joint}
 
 
-METHOD_RUNNERS = {"grid": _method_grid, "grid_centered": _method_grid_centered, "cur": _method_select("cur"),
+METHOD_RUNNERS = {"grid": _method_grid, "grid_centered": _method_grid_centered, "hand": _method_hand,
+                  "cur": _method_select("cur"),
                   "fps": _method_select("fps"), "ridge": _method_ridge, "unrolled": _method_unrolled,
                   "learnable": _method_learnable}
 
@@ -270,7 +287,7 @@ def run_study(cfg: HyperStudyConfig, *, progress: bool = True) -> dict:
         t0 = time.perf_counter()
         desc, info = METHOD_RUNNERS[name](cfg, elements, list(train), list(val), progress, shared)
         method_s = time.perf_counter() - t0 + info.pop("extra_s", 0.0)
-        if desc.n_features != size:
+        if desc.n_features != size and not (name == "hand" and not cfg.hand.match_grid_size):
             raise RuntimeError(f"method {name} produced {desc.n_features} functions per element, expected {size}")
         runs = []
         for seed in cfg.seeds:

@@ -25,7 +25,7 @@ from jnnp.model.networks import n_weights
 from jnnp.model.potential import Potential, PotentialSpec
 from jnnp.units import energy_factor, length_factor
 
-__all__ = ["read_n2p2", "write_n2p2", "parse_input_nn"]
+__all__ = ["read_n2p2", "write_n2p2", "parse_input_nn", "read_symmetry_functions"]
 
 PREDICTION_KEYWORDS = {
     "number_of_elements", "elements", "atom_energy", "cutoff_type", "symfunction_short",
@@ -171,6 +171,32 @@ def _parse_symfunction(path, args, ln, elements) -> SymFunc:
                        neighbors=tuple(atomic_number(s) for s in rest[: len(elems)]), **kw)
     except ValueError as err:
         raise ModelFormatError(path, "a valid symmetry function", f"{' '.join(args)} ({err})", line=ln) from None
+
+
+def read_symmetry_functions(path, elements, *, cutoff_type, cutoff_alpha: float = 0.0,
+                            length_unit: str = "angstrom") -> DescriptorSpec:
+    """A descriptor set from the ``symfunction_short`` lines of a file in n2p2 syntax (a whole
+    ``input.nn``, or a file holding only such lines; other n2p2 keywords are ignored).
+
+    Args:
+        path: the file. elements: atomic numbers of the set (every one needs ≥ 1 function, and
+            the file may use no other). cutoff_type, cutoff_alpha: n2p2 cutoff function.
+        length_unit: unit of the file's lengths (η in length⁻², r_s, r_c, r_l); converted to Å.
+
+    Raises:
+        ModelFormatError naming the file and line: unknown keyword or element, malformed line.
+    """
+    from jnnp.descriptors.cutoff import cutoff_type_number
+
+    path = str(path)
+    zs = sorted(int(z) for z in elements)
+    syms = tuple(symbol(z) for z in zs)
+    sfs = [_parse_symfunction(path, a, ln, syms) for a, ln in _read_settings(path).all("symfunction_short")]
+    for z in zs:
+        if not any(sf.center == z for sf in sfs):
+            raise ModelFormatError(path, f"at least one symfunction_short for element {symbol(z)}", None)
+    return DescriptorSpec.from_functions(zs, sfs, cutoff_type_number(cutoff_type),
+                                         float(cutoff_alpha)).scaled_length(length_factor(length_unit))
 
 
 def _header_units(path) -> tuple[str | None, str | None]:

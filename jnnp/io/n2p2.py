@@ -173,6 +173,15 @@ def _parse_symfunction(path, args, ln, elements) -> SymFunc:
         raise ModelFormatError(path, "a valid symmetry function", f"{' '.join(args)} ({err})", line=ln) from None
 
 
+def _symmetry_functions(path, settings, symbols, zs) -> list[SymFunc]:
+    """The ``symfunction_short`` lines of ``settings``; every element of ``zs`` needs one."""
+    sfs = [_parse_symfunction(path, a, ln, symbols) for a, ln in settings.all("symfunction_short")]
+    for z in zs:
+        if not any(sf.center == z for sf in sfs):
+            raise ModelFormatError(path, f"at least one symfunction_short for element {symbol(z)}", None)
+    return sfs
+
+
 def read_symmetry_functions(path, elements, *, cutoff_type, cutoff_alpha: float = 0.0,
                             length_unit: str = "angstrom") -> DescriptorSpec:
     """A descriptor set from the ``symfunction_short`` lines of a file in n2p2 syntax (a whole
@@ -191,10 +200,7 @@ def read_symmetry_functions(path, elements, *, cutoff_type, cutoff_alpha: float 
     path = str(path)
     zs = sorted(int(z) for z in elements)
     syms = tuple(symbol(z) for z in zs)
-    sfs = [_parse_symfunction(path, a, ln, syms) for a, ln in _read_settings(path).all("symfunction_short")]
-    for z in zs:
-        if not any(sf.center == z for sf in sfs):
-            raise ModelFormatError(path, f"at least one symfunction_short for element {symbol(z)}", None)
+    sfs = _symmetry_functions(path, _read_settings(path), syms, zs)
     return DescriptorSpec.from_functions(zs, sfs, cutoff_type_number(cutoff_type),
                                          float(cutoff_alpha)).scaled_length(length_factor(length_unit))
 
@@ -270,10 +276,7 @@ def parse_input_nn(path, length_unit=None, energy_unit=None):
     if not 0.0 <= alpha < 1.0:
         raise ModelFormatError(path, "cutoff alpha in [0, 1)", ct_args[1], line=ct_ln)
 
-    sfs = [_parse_symfunction(path, a, ln, elements) for a, ln in s.all("symfunction_short")]
-    for z in zs:
-        if not any(sf.center == z for sf in sfs):
-            raise ModelFormatError(path, f"at least one symfunction_short for element {symbol(z)}", None)
+    sfs = _symmetry_functions(path, s, elements, zs)
     desc = DescriptorSpec.from_functions(zs, sfs, ctype, alpha).scaled_length(L)
 
     # n2p2's precedence (Mode::setupSymmetryFunctionScaling): scale, then center, then sigma.

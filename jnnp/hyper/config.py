@@ -11,7 +11,7 @@ method (``ridge``, ``unrolled``, ``learnable``), ``hand`` (a hand-written set in
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
@@ -32,8 +32,8 @@ __all__ = [
     "load_hyper_config",
 ]
 
-METHODS = ("grid", "grid_centered", "hand", "cur", "fps", "ridge", "unrolled", "learnable")
 Method = Literal["grid", "grid_centered", "hand", "cur", "fps", "ridge", "unrolled", "learnable"]
+METHODS = get_args(Method)
 Field_ = Literal["eta", "rs", "zeta", "rc"]
 
 

@@ -13,8 +13,8 @@ new graph (one extra force evaluation per rebuild), so every force uses a graph 
 where it is evaluated. Given the time step, the chunk avoids most redos: before each step it
 predicts each atom's move (velocity Verlet's drift dt·(p + dt/2·F)/m, with a safety factor
 for thermostats) and rebuilds at the current positions if the graph would not stay valid
-that far; the check after the step remains the guarantee. Host graphs are never rebuilt inside jit: the check raises the overflow
-flag and the block is redone after ``reallocate``.
+that far; the check after the step remains the guarantee. Host graphs are never rebuilt
+inside jit: the check raises the overflow flag and the block is redone after ``reallocate``.
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ differences in the tests.
 For narrow functions on a graph that also lists the pair index of each triplet's third leg j→k
 (host-built graphs, `jnnp.geometry.Graph.jk`), `make_narrow_angular_block` goes further, as n2p2's
 symmetry-function groups do: the radial factor exp(−η Σ (r − r_s)²) Π f_c(r) is a product of one
-factor per leg, e(r) = exp(−η (r − r_s)²) f_c(r), so e and de/dr are computed once per *pair* and
-distinct (η, r_s, r_c), cos θ_ijk follows from the three leg lengths (law of cosines), and the
-per-triplet work is products of gathered pair values: no transcendental function per triplet.
+factor per leg, e(r) = exp(−η (r − r_s)²) f_c(r), so e (and f_c'/f_c for the backward pass) are
+computed once per *pair* and distinct (η, r_s, r_c), cos θ_ijk follows from the three leg lengths
+(law of cosines), and the per-triplet work is products of gathered pair values: no transcendental
+function per triplet.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jnnp.descriptors.cutoff import cutoff as _cutoff
 
@@ -283,26 +285,34 @@ def make_narrow_angular_block(ctype: int, alpha: float, columns, tile_size: int 
     chunk belonging to one centre), ``chunk_local`` (C,) sorted centre index of each chunk,
     ``mask`` (C, S) bool and the static number of centres. Differentiable (reverse mode) w.r.t.
     ``r``. Legs of zero length give zero (finite gradients), as in the generic path.
+
+    Backward pass: with E_g = Π_legs e_g(r) the radial factor of group g = (η, r_s, r_c) and Q_g
+    the cotangent weight of E_g, the derivative along leg a is
+    Σ_g Q_g E_g (φ(r_a) − 2η_g (r_a − r_s,g)) with φ = f_c'/f_c, so the per-triplet sums
+    A_rc = Σ_{g: r_c} Q_g E_g, B = Σ_g η_g Q_g E_g and B' = Σ_g η_g r_s,g Q_g E_g serve all three
+    legs. φ is set to 0 where f_c = 0 (there E_g = 0 as well). The Q_g (and the cos-derivative
+    weights) come out of one small batched matrix product, which XLA:CPU does not fuse, so the
+    angular powers are evaluated once per tile instead of once per consumer.
     """
     cols = tuple(dict(c) for c in columns)
     groups = sorted({(c["eta"], c["rs"], c["rc"]) for c in cols})
     gid = [groups.index((c["eta"], c["rs"], c["rc"])) for c in cols]
     pows = sorted({(c["lam"], c["zeta"]) for c in cols})
     pid = [pows.index((c["lam"], c["zeta"])) for c in cols]
-    K, G = len(cols), len(groups)
+    rcs = sorted({g[2] for g in groups})
+    K, G, NP = len(cols), len(groups), len(pows)
+    # weights[k] maps (power p, or its derivative NP + p) to (group g, or the cos weight G + g)
+    weights = np.zeros((K, 2 * NP, 2 * G))
+    for k, c in enumerate(cols):
+        weights[k, pid[k], gid[k]] = weights[k, NP + pid[k], G + gid[k]] = c["w"]
+
+    def cutoff_jvp(r, rc):
+        return jax.jvp(lambda x: _cutoff(ctype, x, rc, alpha), (r,), (jnp.ones_like(r),))
 
     def pair_factors(r):
-        """Per pair and group: e = exp(−η (r − r_s)²) f_c(r) and de/dr, each a list of G (P,)."""
-        fc = {rc: jax.jvp(lambda x: _cutoff(ctype, x, rc, alpha), (r,), (jnp.ones_like(r),))
-              for rc in sorted({g[2] for g in groups})}
-        es, ds = [], []
-        for eta, rs, rc in groups:
-            f, df = fc[rc]
-            u = r - rs
-            x = jnp.exp(-eta * u * u)
-            es.append(x * f)
-            ds.append(x * (df - 2.0 * eta * u * f))
-        return es, ds
+        """Per group, e = exp(−η (r − r_s)²) f_c(r) of every pair: a list of G (P,) arrays."""
+        fc = {rc: _cutoff(ctype, r, rc, alpha) for rc in rcs}
+        return [jnp.exp(-eta * (r - rs) ** 2) * fc[rc] for eta, rs, rc in groups]
 
     def legs(r, tp, tq, tr):
         r1, r2, r3 = _take(r, tp), _take(r, tq), _take(r, tr)
@@ -316,48 +326,54 @@ def make_narrow_angular_block(ctype: int, alpha: float, columns, tile_size: int 
         E = [_take(e, tp) * _take(e, tq) * _take(e, tr) * m for e in es]
         return jnp.stack([jnp.sum(c["w"] * P[pid[k]] * E[gid[k]], axis=-1) for k, c in enumerate(cols)], axis=1)
 
-    def tile_grads(r, es, ds, tp, tq, tr, m, gl):
+    def tile_grads(r, es, phis, tp, tq, tr, m, gl):
         """VJP of `tile_sums` for one tile: gl (R, K) → cotangents of the three leg lengths (R, S)."""
         r1, r2, r3, cos, inv12 = legs(r, tp, tq, tr)
         P = [_angular_power(cos, lam, zeta, True) for lam, zeta in pows]
-        Q, Qd = [0.0] * G, [0.0] * G  # Σ over the group's columns of ∂G_k/∂E and ∂G_k/∂cos / E
-        for k, c in enumerate(cols):
-            gk = gl[:, k:k + 1] * c["w"]
-            Q[gid[k]] = Q[gid[k]] + gk * P[pid[k]][0]
-            Qd[gid[k]] = Qd[gid[k]] + gk * P[pid[k]][1]
-        g1 = g2 = g3 = g_cos = 0.0
-        for g in range(G):
-            e1, e2, e3 = _take(es[g], tp), _take(es[g], tq), _take(es[g], tr)
-            d1, d2, d3 = _take(ds[g], tp), _take(ds[g], tq), _take(ds[g], tr)
-            g_cos = g_cos + Qd[g] * e1 * e2 * e3
-            g1 = g1 + Q[g] * d1 * e2 * e3
-            g2 = g2 + Q[g] * e1 * d2 * e3
-            g3 = g3 + Q[g] * e1 * e2 * d3
+        W = jnp.einsum("rk,kpg->rpg", gl, weights.astype(gl.dtype))
+        Qm = jnp.einsum("rsp,rpg->rsg", jnp.stack([p for p, _ in P] + [d for _, d in P], axis=-1), W)
+        A = dict.fromkeys(rcs, 0.0)
+        B = B2 = g_cos = 0.0
+        for g, (eta, rs, rc) in enumerate(groups):
+            E = _take(es[g], tp) * _take(es[g], tq) * _take(es[g], tr)
+            QE = Qm[..., g] * E
+            A[rc] = A[rc] + QE
+            B = B + eta * QE
+            if rs != 0.0:
+                B2 = B2 + (eta * rs) * QE
+            g_cos = g_cos + Qm[..., G + g] * E
+        out = []
         # ∂cos/∂r1 = 1/r2 − cos/r1, ∂cos/∂r2 = 1/r1 − cos/r2, ∂cos/∂r3 = −r3/(r1 r2)
-        g1 = (g1 + g_cos * (r1 * inv12 - cos * _safe_div(1.0, r1))) * m
-        g2 = (g2 + g_cos * (r2 * inv12 - cos * _safe_div(1.0, r2))) * m
-        g3 = (g3 - g_cos * r3 * inv12) * m
-        return g1, g2, g3
+        for ra, idx, dcos in ((r1, tp, r1 * inv12 - cos * _safe_div(1.0, r1)),
+                              (r2, tq, r2 * inv12 - cos * _safe_div(1.0, r2)),
+                              (r3, tr, -r3 * inv12)):
+            ga = 2.0 * (B2 - ra * B) + g_cos * dcos
+            for rc, phi in zip(rcs, phis):
+                ga = ga + _take(phi, idx) * A[rc]
+            out.append(ga * m)
+        return tuple(out)
 
-    def forward(r, tp, tq, tr, chunk_local, mask, n_seg):
-        es, _ = pair_factors(r)
+    def forward(r, es, tp, tq, tr, chunk_local, mask, n_seg):
         return _tiled_sums(lambda tp, tq, tr, m: tile_sums(r, es, tp, tq, tr, m.astype(r.dtype)),
                            (tp, tq, tr, mask), chunk_local, n_seg, K, r.dtype, tile_size)
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
     def block_fn(r, tp, tq, tr, chunk_local, mask, n_seg):
-        return forward(r, tp, tq, tr, chunk_local, mask, n_seg)
+        return forward(r, pair_factors(r), tp, tq, tr, chunk_local, mask, n_seg)
 
     def fwd(r, tp, tq, tr, chunk_local, mask, n_seg):
-        return forward(r, tp, tq, tr, chunk_local, mask, n_seg), (r, tp, tq, tr, chunk_local, mask)
+        es = pair_factors(r)
+        return forward(r, es, tp, tq, tr, chunk_local, mask, n_seg), (r, es, tp, tq, tr, chunk_local, mask)
 
     def bwd(n_seg, res, g):
-        r, tp, tq, tr, chunk_local, mask = res
-        es, ds = pair_factors(r)
+        r, es, tp, tq, tr, chunk_local, mask = res
+        phis = []
+        for rc in rcs:
+            f, df = cutoff_jvp(r, rc)
+            phis.append(_safe_div(df, f))
 
         def grads(gl, tp, tq, tr, m):
-            g1, g2, g3 = tile_grads(r, es, ds, tp, tq, tr, m.astype(r.dtype), gl)
-            return (((tp, g1), (tq, g2), (tr, g3)),)
+            return (tuple(zip((tp, tq, tr), tile_grads(r, es, phis, tp, tq, tr, m.astype(r.dtype), gl))),)
 
         (acc,) = _tiled_scatter(grads, (tp, tq, tr, mask), chunk_local, g, (jnp.zeros_like(r),), tile_size)
         return acc, None, None, None, None, None

@@ -204,17 +204,18 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True, merge_bl
             info = pair_info[group[0]]
             (idx, local, mask), offs = merged(group, pair_info, graph.pair_blocks)
             r = _take(r_pair, idx)[:, None]
-            vals = jnp.zeros((r.shape[0], len(info.cols)), dtype)
+            pieces = []
             sel = info.subset({2, 12})
             if sel.size:
                 rc0 = single_static_rc(info, sel)
                 fc = (_take(fc_pair(rc0), idx)[:, None] if rc0 is not None
                       else _cutoff(ctype, r, vf(info, "rc", sel), alpha))
-                vals = vals.at[:, sel].set(jnp.exp(-vf(info, "eta", sel) * (r - vf(info, "rs", sel)) ** 2) * fc)
+                pieces.append((sel, jnp.exp(-vf(info, "eta", sel) * (r - vf(info, "rs", sel)) ** 2) * fc))
             sel = info.subset({20, 23})
             if sel.size:
-                vals = vals.at[:, sel].set(_compact.compact_radial(
-                    _pick(info.subtypes, sel), r, vf(info, "rl", sel), vf(info, "rc", sel)))
+                pieces.append((sel, _compact.compact_radial(
+                    _pick(info.subtypes, sel), r, vf(info, "rl", sel), vf(info, "rc", sel))))
+            vals = _assemble(pieces, len(info.cols))
             distribute(group, pair_info, segment_sums(vals, local, mask, int(offs[-1])), offs)
 
         for group, (vector_fn, narrow_fn) in zip(trip_groups, fast):
@@ -238,7 +239,7 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True, merge_bl
             ok = rr > 0
             cos = jnp.where(ok, jnp.sum(v1 * v2, axis=-1) / jnp.where(ok, rr, 1.0), 0.0)
             r1, r2, r3, cos = r1[:, None], r2[:, None], r3[:, None], cos[:, None]
-            vals = jnp.zeros((r1.shape[0], len(info.cols)), dtype)
+            pieces = []
             sel = info.subset({3, 9, 13})
             if sel.size:
                 narrow = np.isin(np.asarray(info.types)[sel], (3, 13))[None, :]
@@ -255,8 +256,8 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True, merge_bl
                     F = (_cutoff(ctype, r1, rc, alpha) * _cutoff(ctype, r2, rc, alpha)
                          * jnp.where(narrow, _cutoff(ctype, r3, rc, alpha), 1.0))
                 lam = np.asarray(info.lam, dtype=dtype)[sel][None, :]
-                vals = vals.at[:, sel].set(_angular_powers(cos, lam, vf(info, "zeta", sel), "zeta" in trainable)
-                                           * jnp.exp(-eta * d2) * F)
+                pieces.append((sel, _angular_powers(cos, lam, vf(info, "zeta", sel), "zeta" in trainable)
+                               * jnp.exp(-eta * d2) * F))
             sel = info.subset({21, 22, 24, 25})
             if sel.size:
                 subs = _pick(info.subtypes, sel)
@@ -265,14 +266,27 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True, merge_bl
                 rad = (_compact.compact_radial(subs, r1, rl, rc) * _compact.compact_radial(subs, r2, rl, rc)
                        * jnp.where(narrow, _compact.compact_radial(subs, r3, rl, rc), 1.0))
                 ang = _compact.compact_angular(subs, cos, info.left[sel][None, :], info.right[sel][None, :])
-                vals = vals.at[:, sel].set(rad * ang)
-            distribute(group, trip_info, segment_sums(vals, local, mask, n_seg), offs)
+                pieces.append((sel, rad * ang))
+            distribute(group, trip_info, segment_sums(_assemble(pieces, len(info.cols)), local, mask, n_seg), offs)
 
         return tuple(o * m[:, None] for o, m in zip(out, graph.element_mask))
 
     descriptor_fn.plan = plan
     descriptor_fn.groups = (pair_groups, trip_groups)
     return descriptor_fn
+
+
+def _assemble(pieces, k: int):
+    """(n, k) columns from ``pieces`` [(column indices, (n, len) values)] that together cover
+    0..k−1 once: concatenated when they come in column order (the usual case: one function
+    family per block), else placed by a column scatter."""
+    order = np.concatenate([sel for sel, _ in pieces])
+    if np.array_equal(order, np.arange(k)):
+        return pieces[0][1] if len(pieces) == 1 else jnp.concatenate([v for _, v in pieces], axis=1)
+    vals = jnp.zeros((pieces[0][1].shape[0], k), pieces[0][1].dtype)
+    for sel, v in pieces:
+        vals = vals.at[:, sel].set(v)
+    return vals
 
 
 def _pick(seq, sel):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jnnp.descriptors.angular import _live_tiles, make_exp_angular_block, make_narrow_angular_block
-from jnnp.descriptors.cutoff import cutoff
+from jnnp.descriptors.cutoff import CUTOFF_TYPES, INNER_CUTOFF_TYPES, cutoff
 
 CTYPE, ALPHA, S, TILE = 6, 0.0, 4, 3 * 4   # poly2 cutoff; chunks of 4 triplets; 3 chunks per tile
 COLS = [{"w": 1.0, "lam": lam, "zeta": zeta, "eta": eta, "rs": rs, "rc": rc, "narrow": True}
@@ -52,7 +52,7 @@ def _norm(v):
     return jnp.where(d2 > 0, jnp.sqrt(jnp.where(d2 > 0, d2, 1.0)), 0.0)
 
 
-def _reference(vec, tp, tq, tr, local, mask, n_seg):
+def _reference(vec, tp, tq, tr, local, mask, n_seg, ctype=CTYPE, alpha=ALPHA):
     """The same sums by plain jnp on every triplet (autodiff differentiates it)."""
     ok = mask[..., None]
     v1, v2 = jnp.where(ok, vec[tp], 1.0), jnp.where(ok, vec[tq], 2.0)  # padding: a harmless shape
@@ -60,7 +60,7 @@ def _reference(vec, tp, tq, tr, local, mask, n_seg):
     cos = jnp.sum(v1 * v2, -1) / (r1 * r2)
     out = []
     for c in COLS:
-        fc = [cutoff(CTYPE, r, c["rc"], ALPHA) for r in (r1, r2, r3)]
+        fc = [cutoff(ctype, r, c["rc"], alpha) for r in (r1, r2, r3)]
         ang = 2.0 ** (1 - c["zeta"]) * jnp.maximum(1.0 + c["lam"] * cos, 0.0) ** c["zeta"]
         rad = jnp.exp(-c["eta"] * sum((r - c["rs"]) ** 2 for r in (r1, r2, r3))) * fc[0] * fc[1] * fc[2]
         out.append(jax.ops.segment_sum(jnp.sum(jnp.where(mask, ang * rad, 0.0), -1), local, n_seg))
@@ -88,3 +88,20 @@ def test_tiled_kernel_matches_autodiff_with_padding(kind):
     # second order through the hand-written backward pass (what force training differentiates)
     force_loss = lambda f: jax.grad(lambda s: jnp.sum(grad(lambda x: s * f(x))(x) ** 2))
     np.testing.assert_allclose(force_loss(fn)(1.3), force_loss(ref)(1.3), rtol=1e-10)
+
+
+@pytest.mark.parametrize("ctype", sorted(CUTOFF_TYPES.values()))
+def test_narrow_backward_every_cutoff_type(ctype):
+    """The narrow kernel's backward pass uses f_c'/f_c per leg (0 where f_c = 0): exact for every
+    cutoff type, with an inner cutoff where the type has one and legs beyond r_c."""
+    x, ij, tp, tq, tr, local, mask, n = _problem(seed=2, pad_chunks=3)
+    alpha = 0.3 if ctype in INNER_CUTOFF_TYPES else 0.0
+    vectors = lambda x: x[ij[:, 1]] - x[ij[:, 0]]
+    r = _norm(vectors(x))
+    assert float(jnp.max(r)) > 3.0 and float(jnp.min(r)) < 0.3 * 2.5   # beyond r_c and inside r_ci
+    block = make_narrow_angular_block(ctype, alpha, COLS, tile_size=TILE)
+    fn = lambda x: block(_norm(vectors(x)), tp, tq, tr, local, mask, n)
+    ref = lambda x: _reference(vectors(x), tp, tq, tr, local, mask, n, ctype, alpha)
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(n, len(COLS))))
+    grad = lambda f: jax.grad(lambda x: jnp.sum(w * f(x)))
+    np.testing.assert_allclose(grad(fn)(x), grad(ref)(x), rtol=1e-10, atol=1e-12)

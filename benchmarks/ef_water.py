@@ -1,6 +1,7 @@
 """Energy + forces of the 1080-atom RPBE-D3 water box with n2p2's reference HDNNP.
 
-Runs each configuration (float32/float64 × 1/2 cores) in a fresh subprocess pinned to the cores,
+Runs each configuration (float32/float64 × 1 core, 2 cores, and 2 cores with the atoms shared out
+over 2 host CPU devices, `jnnp.model.sharded`) in a fresh subprocess pinned to the cores,
 and prints a table: host graph build time, jit compile time, steady-state time per call
 (energy + forces, and energy + forces + stress), peak resident memory. Optionally the same box with
 jax-md's own Behler–Parrinello models (`worker_jaxmd`) beside it; a run killed for memory is
@@ -38,7 +39,9 @@ def _timeit(fn, repeats):
     return ts[0], ts[len(ts) // 2]
 
 
-def worker_jnnp(dtype_name: str, repeats: int) -> dict:
+def worker_jnnp(arg: str, repeats: int) -> dict:
+    """``arg`` = "DTYPE:PARTS": with PARTS > 1 the atoms are shared out over that many host CPU
+    devices (`jnnp.model.sharded`; the caller sets XLA's device count)."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -49,6 +52,8 @@ def worker_jnnp(dtype_name: str, repeats: int) -> dict:
     from jnnp.model.potential import make_energy_fn
     from jnnp.model.properties import make_properties_fn
 
+    dtype_name, parts = arg.split(":")
+    parts = int(parts)
     dtype = {"float32": jnp.float32, "float64": jnp.float64}[dtype_name]
     pot = jnnp.read_n2p2(DATA / "reference-fit-7241", input_nn="input.nn.predict",
                          length_unit="bohr", energy_unit="hartree").astype(dtype)
@@ -57,8 +62,21 @@ def worker_jnnp(dtype_name: str, repeats: int) -> dict:
     graph = graph_for(pot, s)
     t_graph = time.perf_counter() - t
     efn = make_energy_fn(pot.spec)
-    ef = jax.jit(make_properties_fn(efn, stress=False))
-    efs = jax.jit(make_properties_fn(efn, stress=True))
+    if parts > 1:
+        from jnnp.model.evaluate import _plan
+        from jnnp.model.sharded import cpu_mesh, make_sharded_properties_fn, shard_graph, split_graph
+
+        assert len(jax.devices()) == parts, jax.devices()
+        mesh = cpu_mesh()
+        t = time.perf_counter()
+        full_graph, graph = graph, shard_graph(split_graph(graph, _plan(pot.spec.descriptor), parts), mesh)
+        t_graph += time.perf_counter() - t
+        ef = make_sharded_properties_fn(efn, mesh, stress=False)
+        efs = make_sharded_properties_fn(efn, mesh, stress=True)
+    else:
+        full_graph = graph
+        ef = jax.jit(make_properties_fn(efn, stress=False))
+        efs = jax.jit(make_properties_fn(efn, stress=True))
     R, C = jnp.asarray(s.positions, dtype), jnp.asarray(s.cell, dtype)
     res = {}
     for name, fn in (("ef", ef), ("efs", efs)):
@@ -71,8 +89,8 @@ def worker_jnnp(dtype_name: str, repeats: int) -> dict:
     ref_e = -2.7564547347815904e04 * jnnp.units.HARTREE
     res.update(graph_build_s=t_graph, energy_eV=float(out["energy"]),
                energy_rel_err_vs_n2p2=abs(float(out["energy"]) - ref_e) / abs(ref_e),
-               pairs=int(graph.pair_i.shape[0]),
-               triplets=int(sum(b[0].shape[0] for b in graph.triplet_blocks)))
+               pairs=int(full_graph.pair_i.shape[0]), parts=parts,
+               triplets=int(sum(b[0].shape[0] for b in full_graph.triplet_blocks)))
     return res
 
 
@@ -119,10 +137,13 @@ def worker_jaxmd(arg: str, repeats: int) -> dict:
     return res
 
 
-def run_config(kind: str, arg: str, cores: int, repeats: int) -> dict:
+def run_config(kind: str, arg: str, cores: int, repeats: int, devices: int = 1) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--arg", arg, "--repeats", str(repeats),
            "--cores", str(cores)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if devices > 1:
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode == -9:  # the kernel's OOM killer (nothing else here sends SIGKILL)
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
         return {"error": f"killed (out of memory) at {peak:.1f} GiB resident", "peak_rss_GiB": peak}
@@ -157,9 +178,10 @@ def main():
 
     rows = []
     for dtype in ("float64", "float32"):
-        for cores in (1, 2):
-            r = run_config("jnnp", dtype, cores, args.repeats)
-            rows.append({"code": "jnnp", "dtype": dtype, "cores": cores, **r})
+        for cores, parts in ((1, 1), (2, 1), (2, 2)):
+            r = run_config("jnnp", f"{dtype}:{parts}", cores, args.repeats, devices=parts)
+            code = "jnnp" if parts == 1 else f"jnnp, {parts} CPU devices"
+            rows.append({"code": code, "dtype": dtype, "cores": cores, **r})
     for arg in ([] if args.jaxmd is None else args.jaxmd or ["dense:6.35"]):
         r = run_config("jaxmd", arg, 2, max(2, args.repeats // 10))  # one at a time: each may need > 20 GB
         rows.append({"code": f"jax-md BP {arg.split(':')[0]} {arg.split(':')[1]} Å", "dtype": "float32", "cores": 2, **r})

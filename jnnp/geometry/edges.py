@@ -19,7 +19,12 @@ def edge_vectors(positions, cell, centers, neighbors, shifts):
     Returns:
         (P, 3) edge vectors [Å]. Differentiable w.r.t.: positions, cell.
     """
-    return positions[neighbors] - positions[centers] + shifts.astype(positions.dtype) @ cell
+    # Three broadcast multiply-adds instead of a (P, 3) @ (3, 3) product: XLA:CPU sends the
+    # matrix product to a library call that costs more than the whole edge computation.
+    s = shifts.astype(positions.dtype)
+    cell = jnp.asarray(cell, positions.dtype)
+    offset = s[:, 0:1] * cell[0] + s[:, 1:2] * cell[1] + s[:, 2:3] * cell[2]
+    return positions[neighbors] - positions[centers] + offset
 
 
 def safe_norm(v, axis=-1):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+import jax
 import numpy as np
 from _common import RESULTS, ROOT, SHARED_DATA, print_table, read_results, run_config, update_results
 
@@ -68,6 +69,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     for mol in args.molecules:
         run(mol, args.set, budget_s=args.budget_s, results_dir=args.results_dir, progress=not args.quiet)
+        jax.clear_caches()   # free the molecule's compiled programs (XLA:CPU code mappings, see jnnp.hyper.study)
     print_table(table_rows(read_results("rmd17", args.results_dir)), COLUMNS)
 
 

@@ -306,6 +306,10 @@ def run_study(cfg: HyperStudyConfig, *, progress: bool = True) -> dict:
         summary["methods"][name] = {"method_s": method_s, "runs": runs, "aggregate": _aggregate(runs),
                                     "descriptor": describe(desc), **info}
         write_json(summary, run_dir / "study.json")
+        # Every method compiles its own programs; XLA:CPU maps each compiled kernel's code
+        # separately, and a long study reached the kernel's limit of 65530 mappings (LLVM:
+        # "Cannot allocate memory", then a crash). Dropping the finished method's programs frees them.
+        jax.clear_caches()
         if progress:
             a = summary["methods"][name]["aggregate"]
             print(f"{name}: {summary['reported']} force RMSE {a['force_rmse_mean']:.4g} ± {a['force_rmse_std']:.2g} "

@@ -41,7 +41,8 @@ def _owner(graph: Graph, parts: int) -> np.ndarray:
         work += np.bincount(pair_i[np.asarray(p)[np.asarray(mask)]], minlength=graph.n_atoms)
     cum = np.cumsum(work)
     mid = cum - 0.5 * work                     # an atom goes where the middle of its work falls
-    return np.minimum((mid * parts / max(cum[-1], 1.0)).astype(int), parts - 1)
+    total = cum[-1] if len(cum) else 0.0
+    return np.minimum((mid * parts / max(total, 1.0)).astype(int), parts - 1)
 
 
 def _part(graph: Graph, plan, own: np.ndarray) -> Graph:

@@ -63,13 +63,13 @@ def worker_jnnp(arg: str, repeats: int) -> dict:
     t_graph = time.perf_counter() - t
     efn = make_energy_fn(pot.spec)
     if parts > 1:
-        from jnnp.model.evaluate import _plan
+        from jnnp.descriptors.plan import make_plan
         from jnnp.model.sharded import cpu_mesh, make_sharded_properties_fn, shard_graph, split_graph
 
         assert len(jax.devices()) == parts, jax.devices()
         mesh = cpu_mesh()
         t = time.perf_counter()
-        full_graph, graph = graph, shard_graph(split_graph(graph, _plan(pot.spec.descriptor), parts), mesh)
+        full_graph, graph = graph, shard_graph(split_graph(graph, make_plan(pot.spec.descriptor), parts), mesh)
         t_graph += time.perf_counter() - t
         ef = make_sharded_properties_fn(efn, mesh, stress=False)
         efs = make_sharded_properties_fn(efn, mesh, stress=True)

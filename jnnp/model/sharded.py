@@ -93,13 +93,13 @@ def split_graph(graph: Graph, plan, parts: int) -> Graph:
     owner = _owner(graph, parts)
     subs = [_part(graph, plan, owner == k) for k in range(parts)]
     sizes = [g.sizes() for g in subs]
-    S = graph.chunk
-    cap = {"atoms": graph.n_atoms,
-           "pairs": max(s["pairs"] for s in sizes) + 1,
-           "elements": tuple(max(max(s["elements"][c] for s in sizes), 1) for c in range(len(graph.element_atoms))),
-           "pair_blocks": tuple(max(max(s["pair_blocks"][b] for s in sizes), 1) for b in range(len(graph.pair_blocks))),
-           "triplet_blocks": tuple(max(max(s["triplet_blocks"][b] for s in sizes), S)
-                                   for b in range(len(graph.triplet_blocks)))}
+
+    def largest(key, least):   # per entry of sizes[key], the largest over the parts (≥ least)
+        return tuple(max(least, *col) for col in zip(*(s[key] for s in sizes)))
+
+    cap = {"atoms": graph.n_atoms, "pairs": max(s["pairs"] for s in sizes) + 1,
+           "elements": largest("elements", 1), "pair_blocks": largest("pair_blocks", 1),
+           "triplet_blocks": largest("triplet_blocks", graph.chunk)}
     padded = [pad_graph(g, cap, plan) for g in subs]
     return jax.tree.map(lambda *xs: np.stack(xs), *padded)
 

@@ -1,6 +1,7 @@
 """NVE MD speed of the 1080-atom RPBE-D3 water box with n2p2's reference HDNNP (0.5 fs).
 
-Each configuration (float32/float64 × 1/2 cores) runs in a fresh subprocess pinned to its cores
+Each configuration (float32/float64 × 1/2 cores, optionally split over 2 XLA CPU devices,
+``dtype:cores:devices``, `jnnp.md.parallel`) runs in a fresh subprocess pinned to its cores
 (``os.sched_setaffinity``) through `jnnp.md.run_md` — the program ``jnnp md`` runs: jit neighbour
 graph (cell list, rebuilt inside the loop), energy, forces, velocity Verlet and thermo sampling
 (pressure every ``--thermo-every`` steps) in jitted chunks. Reported per configuration:
@@ -14,7 +15,7 @@ scaling curve over replicated boxes (``--sizes 1,2,3``: 1080, 8640, 29160 atoms)
 cost. Prints a table and writes benchmarks/results/md_water.json (machine, versions, date).
 Needs ../shared/data (not a test).
 
-    python benchmarks/md_water.py [--steps 1000] [--configs float64:1,float64:2,float32:1,float32:2]
+    python benchmarks/md_water.py [--steps 1000] [--configs float64:1,float64:2,float64:2:2,float32:2:2]
                                   [--jaxmd] [--jaxmd-cutoff 6.35] [--sizes 1,2,3] [--size-config float32:2]
 """
 
@@ -52,7 +53,7 @@ def _load_box(replicate: int = 1):
                           numbers=np.tile(s.numbers, n**3), cell=n * s.cell, pbc=True)
 
 
-def worker_jnnp(dtype_name: str, steps: int, replicate: int, thermo_every: int) -> dict:
+def worker_jnnp(dtype_name: str, steps: int, replicate: int, thermo_every: int, devices: int = 1) -> dict:
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -66,7 +67,8 @@ def worker_jnnp(dtype_name: str, steps: int, replicate: int, thermo_every: int) 
     samples = max(1, min(10, steps // thermo_every))
     cfg = MDConfig(ensemble="nve", timestep_fs=TIMESTEP_FS, steps=steps, temperature_k=TEMPERATURE_K,
                    thermo_every=thermo_every, trajectory_every=thermo_every * samples * 1000,
-                   samples_per_chunk=samples, skin=SKIN_A, neighbors="jax-md", precision=dtype_name, seed=0)
+                   samples_per_chunk=samples, skin=SKIN_A, neighbors="jax-md", precision=dtype_name, seed=0,
+                   devices=devices)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         summary = run_md(pot, s, cfg, tmp, progress=False)
@@ -132,27 +134,32 @@ def worker_jaxmd(cutoff: float, steps: int, replicate: int) -> dict:
             "overflow": bool(nbrs.did_buffer_overflow), "final_e_kin_eV": e_kin}
 
 
-def run_config(kind: str, cores: int, args: list[str]) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--cores", str(cores), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+def run_config(kind: str, cores: int, args: list[str], devices: int = 1) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--cores", str(cores), "--devices", str(devices), *args]
+    env = dict(os.environ)
+    if devices > 1:  # fixed when JAX starts; one thread per device (jnnp.md.parallel)
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+                            " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
         return {"error": tail or f"exit code {proc.returncode} (killed: out of memory?)"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _parse_configs(text: str) -> list[tuple[str, int]]:
+def _parse_configs(text: str) -> list[tuple[str, int, int]]:
+    """``dtype:cores[:devices]`` items → (dtype, cores, devices)."""
     out = []
     for item in text.split(","):
-        dtype, cores = item.split(":")
-        if dtype not in ("float32", "float64"):
-            raise SystemExit(f"--configs: unknown dtype {dtype!r} in {item!r} (float32 or float64)")
-        out.append((dtype, int(cores)))
+        fields = item.split(":")
+        if len(fields) not in (2, 3) or fields[0] not in ("float32", "float64"):
+            raise SystemExit(f"--configs: expected dtype:cores[:devices] with dtype float32 or float64, got {item!r}")
+        out.append((fields[0], int(fields[1]), int(fields[2]) if len(fields) == 3 else 1))
     return out
 
 
 def _row_text(r: dict) -> str:
-    head = f"{r['code']:26s} {r['dtype']:8s} {r['cores']:5d} {r.get('atoms', 0):7d}"
+    head = f"{r['code']:26s} {r['dtype']:8s} {r['cores']:5d} {r.get('devices', 1):7d} {r.get('atoms', 0):7d}"
     if "error" in r:
         return f"{head}  error: {r['error']}"
     drift = r.get("drift_eV_per_atom_per_ps")
@@ -166,25 +173,27 @@ def _row_text(r: dict) -> str:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=1000, help="MD steps per configuration (0.5 fs each)")
-    ap.add_argument("--configs", default="float64:1,float64:2,float32:1,float32:2", help="dtype:cores,...")
+    ap.add_argument("--configs", default="float64:1,float64:2,float64:2:2,float32:1,float32:2,float32:2:2",
+                    help="dtype:cores[:devices],... (devices: the step split over that many XLA CPU devices)")
     ap.add_argument("--thermo-every", type=int, default=10)
     ap.add_argument("--jaxmd", action="store_true", help="also jax-md's behler_parrinello (needs ~19 GB at 6.35 Å)")
     ap.add_argument("--jaxmd-cutoff", type=float, default=6.35)
     ap.add_argument("--jaxmd-steps", type=int, default=10)
     ap.add_argument("--sizes", default=None, help="replications per side for a scaling curve, e.g. 1,2,3")
-    ap.add_argument("--size-config", default=None, help="dtype:cores of the scaling curve (default: the last of --configs)")
+    ap.add_argument("--size-config", default=None, help="dtype:cores[:devices] of the scaling curve (default: the last of --configs)")
     ap.add_argument("--size-steps", type=int, default=None, help="steps per size (default: --steps)")
     ap.add_argument("--output", default=str(HERE / "results" / "md_water.json"))
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--cores", type=int, default=2, help=argparse.SUPPRESS)
     ap.add_argument("--dtype", default="float64", help=argparse.SUPPRESS)
+    ap.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--replicate", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.worker:
         os.sched_setaffinity(0, set(range(args.cores)))
         if args.worker == "jnnp":
-            res = worker_jnnp(args.dtype, args.steps, args.replicate, args.thermo_every)
+            res = worker_jnnp(args.dtype, args.steps, args.replicate, args.thermo_every, args.devices)
         else:
             res = worker_jaxmd(args.jaxmd_cutoff, args.steps, args.replicate)
         res["peak_rss_GiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -196,25 +205,26 @@ def main():
     configs = _parse_configs(args.configs)
     common = ["--thermo-every", str(args.thermo_every)]
     rows = []
-    for dtype, cores in configs:
-        r = run_config("jnnp", cores, ["--dtype", dtype, "--steps", str(args.steps), *common])
-        rows.append({"code": "jnnp", "dtype": dtype, "cores": cores, "atoms": 1080, **r})
+    for dtype, cores, devices in configs:
+        r = run_config("jnnp", cores, ["--dtype", dtype, "--steps", str(args.steps), *common], devices)
+        rows.append({"code": "jnnp", "dtype": dtype, "cores": cores, "devices": devices, "atoms": 1080, **r})
     if args.jaxmd:
-        r = run_config("jaxmd", max(c for _, c in configs),
+        r = run_config("jaxmd", max(c for _, c, _ in configs),
                        ["--jaxmd-cutoff", str(args.jaxmd_cutoff), "--steps", str(args.jaxmd_steps)])
         rows.append({"code": f"jax-md BP (r_c {args.jaxmd_cutoff} Å)", "dtype": "float32",
-                     "cores": max(c for _, c in configs), "atoms": 1080, **r})
+                     "cores": max(c for _, c, _ in configs), "atoms": 1080, **r})
     scaling = []
     if args.sizes:
-        dtype, cores = _parse_configs(args.size_config)[0] if args.size_config else configs[-1]
+        dtype, cores, devices = _parse_configs(args.size_config)[0] if args.size_config else configs[-1]
         for n in (int(x) for x in args.sizes.split(",")):
             r = run_config("jnnp", cores, ["--dtype", dtype, "--steps", str(args.size_steps or args.steps),
-                                           "--replicate", str(n), *common])
-            scaling.append({"code": "jnnp", "dtype": dtype, "cores": cores, "replicate": n, "atoms": 1080 * n**3, **r})
+                                           "--replicate", str(n), *common], devices)
+            scaling.append({"code": "jnnp", "dtype": dtype, "cores": cores, "devices": devices, "replicate": n,
+                            "atoms": 1080 * n**3, **r})
 
     print(f"NVE MD, 1080-atom RPBE-D3 water box, n2p2 reference model, {TIMESTEP_FS} fs, skin {SKIN_A} Å, "
           f"thermo (E, P) every {args.thermo_every} steps")
-    hdr = (f"{'code':26s} {'dtype':8s} {'cores':>5s} {'atoms':>7s} {'steps':>6s} {'compile s':>9s} "
+    hdr = (f"{'code':26s} {'dtype':8s} {'cores':>5s} {'devices':>7s} {'atoms':>7s} {'steps':>6s} {'compile s':>9s} "
            f"{'ms/step':>9s} {'ns/day':>8s} {'atom-steps/s':>12s} {'drift':>10s} {'max|dE|':>9s} "
            f"{'realloc':>6s} {'GiB':>7s}")
     print(hdr)

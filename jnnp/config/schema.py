@@ -140,6 +140,9 @@ class MDConfig(_Strict):
     neighbor_capacity_multiplier: PositiveFloat = Field(1.25, description="jax-md neighbour buffers: "
                                                         "count × this at allocation (below 1 forces reallocations)")
     precision: Literal["float64", "float32"] = "float64"
+    devices: PositiveInt = Field(1, description="share each step's neighbour search, energy and forces out "
+                                 "over this many JAX devices (jax-md neighbours only; CPU cores: start with "
+                                 "XLA_FLAGS=--xla_force_host_platform_device_count=N)")
     seed: int = 0
     trajectory_format: Literal["extxyz", "traj"] = "extxyz"
     rdf_pairs: list[tuple[int, int]] = Field(default_factory=list)

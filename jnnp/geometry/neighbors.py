@@ -42,6 +42,7 @@ raises ValueError.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -171,7 +172,8 @@ def _pair_slot(rows_sorted, order, a, b):
 
 
 def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1.25,
-                   extra_capacity: int = 32, chunk: int | None = None) -> GraphFns:
+                   extra_capacity: int = 32, chunk: int | None = None, parts: int = 1,
+                   axis_name: str = "parts") -> GraphFns:
     """Factories for jit-built neighbour graphs of one periodic cell (host call).
 
     Args:
@@ -184,6 +186,13 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
             width K uses the same factor (at least 1).
         extra_capacity: slack entries added to every block capacity.
         chunk: triplet chunk length (see `Graph`); None picks 32 or 1 as `build_graph` does.
+        parts: split the centre atoms over this many devices (`jnnp.md.parallel`): the state's
+            leaves then get a leading axis of length ``parts``, slice p listing the pairs and
+            triplets of part p's centres (every atom's row of pairs stays, for the j→k legs);
+            every ``parts``-th atom of each element goes to a part, which balances the work
+            whatever the atom order. ``update`` must then run on one slice per device inside
+            ``shard_map`` over the mesh axis ``axis_name`` (the parts agree on overflow by a
+            ``psum``); ``allocate``/``reallocate`` take and return stacked states.
 
     Returns:
         GraphFns ``allocate(positions, numbers[, capacity_multiplier], cell=None) ->
@@ -202,6 +211,8 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
     """
     cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
     rcut = plan.spec.cutoff + skin
+    if parts < 1:
+        raise ValueError(f"parts must be ≥ 1, got {parts}")
     if abs(np.linalg.det(cell)) < 1e-10:
         raise ValueError("jit neighbour graphs need a periodic 3D cell; for free or partly periodic "
                          "systems use the host builder jnnp.geometry.build_graph")
@@ -231,8 +242,9 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
         f = R @ jnp.linalg.inv(cell)
         return f - jnp.floor(f)
 
-    def build(R, cell, idx, species, element_atoms, caps=None, S=1):
-        """(Graph, overflow) in ``cell`` for static ``caps``; with caps None the counts that size them."""
+    def build(R, cell, idx, species, element_atoms, element_mask, caps=None, S=1):
+        """(Graph, overflow) in ``cell`` for static ``caps``; with caps None the counts that size them.
+        ``element_atoms``/``element_mask``: the centres (per element, padded) this graph lists."""
         R, cell = jax.lax.stop_gradient(R), jax.lax.stop_gradient(cell)
         N, K = idx.shape
         i32 = jnp.int32
@@ -243,15 +255,21 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
         shift = jnp.where(valid[..., None], -jnp.round(f[j] - f[i]), 0.0)  # minimum image at build
         vec = R[j] - R[i] + shift @ cell
         r, sj, si = safe_norm(vec), species[j], species[i]
-        local_of = jnp.zeros(N, i32)
-        for atoms in element_atoms:
-            local_of = local_of.at[atoms].set(jnp.arange(atoms.shape[0], dtype=i32))
+        local_of, own = jnp.zeros(N, i32), jnp.zeros(N, bool)
+        for atoms, ok in zip(element_atoms, element_mask):
+            target = jnp.where(ok, atoms, N)  # padding centres scatter nowhere
+            local_of = local_of.at[target].set(jnp.arange(atoms.shape[0], dtype=i32), mode="drop")
+            own = own.at[target].set(True, mode="drop")
+        if parts > 1:  # pairs are listed for every row (the j→k legs), pair blocks for own centres only
+            valid_centre = valid & own[:, None]
+        else:
+            valid_centre = valid
         over = jnp.asarray(False)
 
         counts, pair_blocks = [[], [], []], []
         for n, b in enumerate(plan.pair_blocks):
             c, e = b.key
-            m = (valid & (si == c) & (sj == e) & (r < b.rc + skin)).reshape(-1)
+            m = (valid_centre & (si == c) & (sj == e) & (r < b.rc + skin)).reshape(-1)
             count = jnp.sum(m, dtype=i32)
             counts[0].append(count)
             if caps is not None:
@@ -287,7 +305,7 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
             B = max(1, min(Nc, _CANDIDATES // max(w1 * w2 for w1, w2 in dims)))
             n_chunks = -(-Nc // B)
             rows_p = jnp.pad(rows, (0, n_chunks * B - Nc)).reshape(n_chunks, B)
-            row_ok = (jnp.arange(n_chunks * B) < Nc).reshape(n_chunks, B)
+            row_ok = jnp.pad(element_mask[c], (0, n_chunks * B - Nc)).reshape(n_chunks, B)
 
             def step(carry, xs, blocks=blocks, dims=dims, ks=ks, B=B):
                 rws, rok, first = xs
@@ -345,7 +363,7 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
         if caps is None:
             return counts[0], [tcounts[k] for k in range(len(plan.triplet_blocks))], counts[2]
         graph = Graph(species=species, atom_mask=jnp.ones(N, bool), element_atoms=tuple(element_atoms),
-                      element_mask=tuple(jnp.ones(a.shape[0], bool) for a in element_atoms),
+                      element_mask=tuple(element_mask),
                       pair_i=i.reshape(-1), pair_j=j.reshape(-1), pair_shift=shift.reshape(-1, 3).astype(i32),
                       pair_blocks=tuple(pair_blocks),
                       triplet_blocks=tuple(trip[k] for k in range(len(plan.triplet_blocks))), chunk=S, jk=True)
@@ -354,6 +372,22 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
     count_jit = jax.jit(build)
     build_jit = jax.jit(build, static_argnames=("caps", "S"))
     fix_cell = lambda cell, dtype: jnp.asarray(cell0 if cell is None else cell, dtype)
+    stack = lambda xs: jax.tree.map(lambda *a: jnp.stack(a), *xs)
+
+    def centres_of(species):
+        """Per part: (element_atoms, element_mask), each atom of element c going to part
+        (its rank among the element's atoms) mod ``parts``; padded to equal lengths."""
+        out = []
+        for p in range(parts):
+            atoms, masks = [], []
+            for c_ in range(nel):
+                all_c = np.flatnonzero(species == c_)
+                mine = all_c[p::parts]
+                n = -(-len(all_c) // parts)
+                atoms.append(jnp.asarray(np.pad(mine, (0, n - len(mine))), jnp.int32))
+                masks.append(jnp.asarray(np.arange(n) < len(mine)))
+            out.append((tuple(atoms), tuple(masks)))
+        return out
 
     def _allocate(positions, species, multiplier, floor=None, S=None, cell=None, exact=None):
         R = jnp.asarray(positions)
@@ -366,46 +400,59 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
                     f"{2 * rcut:.4f} Å, where the minimum image misses neighbours; use the all-image host "
                     "builder (neighbors: host) or a bigger supercell")
         box_kw = {} if cell is None else {"box": _box_of(c.astype(jnp.float64))}
-        element_atoms = tuple(jnp.asarray(np.flatnonzero(species == c_), jnp.int32) for c_ in range(nel))
+        centres = centres_of(species)
         species = jnp.asarray(species, jnp.int32)
         nbrs = _quiet(neighbor_fn.allocate, fractional(R, c), **box_kw)
         alloc_cell = tuple(float(x) for x in np.asarray(c, np.float64).reshape(-1))
+
+        def state_of(graphs, over, caps):
+            st = JitGraphState(graph=graphs[0], nbrs=nbrs, reference=R, reference_cell=c, caps=caps,
+                               alloc_cell=alloc_cell, overflow=over)
+            if parts == 1:
+                return st
+            return stack([st.replace(graph=g) for g in graphs])  # one slice per part
+
         if exact is not None:  # a template with exactly these static capacities (restart files)
             nbrs = dataclasses.replace(nbrs, max_occupancy=int(exact["max_occupancy"]),
                                        cell_list_capacity=exact["cell_list_capacity"])
             caps, S = tuple(tuple(int(x) for x in part) for part in exact["caps"]), int(exact["chunk"])
-            graph, _ = jax.eval_shape(lambda *a: build(*a, caps=caps, S=S), R, c, nbrs.idx, species, element_atoms)
-            return JitGraphState(graph=graph, nbrs=nbrs, reference=R, reference_cell=c, caps=caps,
-                                 alloc_cell=alloc_cell, overflow=jnp.asarray(True))
+            graphs = [jax.eval_shape(lambda *a: build(*a, caps=caps, S=S)[0], R, c, nbrs.idx, species, *cm)
+                      for cm in centres]
+            graphs = [jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), g) for g in graphs]
+            return state_of(graphs, jnp.asarray(True), caps)
         if floor is not None and nbrs.max_occupancy < floor[1]:  # never narrower than before
             nbrs = _quiet(neighbor_fn.allocate, fractional(R, c), extra_capacity=floor[1] - nbrs.max_occupancy,
                           **box_kw)
         K = nbrs.max_occupancy
-        pc, tc, wc = jax.device_get(count_jit(R, c, nbrs.idx, species, element_atoms))
+        counts = [jax.device_get(count_jit(R, c, nbrs.idx, species, *cm)) for cm in centres]
         if S is None:
             S = chunk or 1
-            n_trip, n_cent = sum(int(t.sum()) for t in tc), sum(int((t > 0).sum()) for t in tc)
+            n_trip = sum(int(t.sum()) for _, tc, _ in counts for t in tc)
+            n_cent = sum(int((t > 0).sum()) for _, tc, _ in counts for t in tc)
             if chunk is None and n_trip >= 256 * max(1, n_cent):  # as build_graph chooses
                 S = 32
         size = lambda n, S: -(-(int(n * multiplier) + extra_capacity) // S) * S
-        n_c = [len(element_atoms[b.key[0]]) for b in plan.pair_blocks + plan.triplet_blocks]
-        caps = [size(int(n), 1) for n in pc] + [size(int((-(-t // S) * S).sum()), S) for t in tc]
+        n_c = [len(centres[0][0][b.key[0]]) for b in plan.pair_blocks + plan.triplet_blocks]
+        caps = [max(size(int(n), 1) for n in col) for col in zip(*(pc for pc, _, _ in counts))]
+        caps += [max(size(int((-(-t // S) * S).sum()), S) for t in col) for col in zip(*(tc for _, tc, _ in counts))]
         caps = [cap if nc else 0 for cap, nc in zip(caps, n_c)]
-        slot_w = tuple(max(1, min(K, int(w * multiplier) + 4)) for w in wc)
-        caps = (tuple(caps[:len(pc)]), tuple(caps[len(pc):]), slot_w)
+        slot_w = tuple(max(1, min(K, int(max(int(w) for w in col) * multiplier) + 4))
+                       for col in zip(*(wc for _, _, wc in counts)))
+        caps = (tuple(caps[:len(plan.pair_blocks)]), tuple(caps[len(plan.pair_blocks):]), slot_w)
         if floor is not None:
             caps = tuple(tuple(max(a, b) for a, b in zip(new, old)) for new, old in zip(caps, floor[0]))
-        if plan.triplet_blocks and max(len(a) for a in element_atoms) * max(caps[2]) ** 2 >= 2 ** 31:
+        if plan.triplet_blocks and max(len(a) for a in centres[0][0]) * max(caps[2]) ** 2 >= 2 ** 31:
             raise ValueError(f"{len(R)} atoms × {max(caps[2])}² slot pairs overflow int32 triplet keys")
-        graph, over = build_jit(R, c, nbrs.idx, species, element_atoms, caps=caps, S=S)
-        return JitGraphState(graph=graph, nbrs=nbrs, reference=R, reference_cell=c, caps=caps,
-                             alloc_cell=alloc_cell, overflow=over | nbrs.did_buffer_overflow.astype(bool))
+        built = [build_jit(R, c, nbrs.idx, species, *cm, caps=caps, S=S) for cm in centres]
+        over = functools.reduce(jnp.logical_or, [o for _, o in built]) | nbrs.did_buffer_overflow.astype(bool)
+        return state_of([g for g, _ in built], over, caps)
 
     def allocate(positions, numbers, capacity_multiplier=capacity_multiplier, cell=None) -> JitGraphState:
         return _allocate(positions, species_of(numbers, plan.spec.elements), capacity_multiplier, cell=cell)
 
     def reallocate(positions, state: JitGraphState, cell=None) -> JitGraphState:
-        return _allocate(positions, np.asarray(state.graph.species), max(1.0, capacity_multiplier),
+        species = np.asarray(state.graph.species).reshape(-1, np.shape(positions)[0])[0]
+        return _allocate(positions, species, max(1.0, capacity_multiplier),
                          (state.caps, state.nbrs.max_occupancy), state.graph.chunk, cell=cell)
 
     def update(positions, state: JitGraphState, cell=None, margin=0.0) -> JitGraphState:
@@ -421,7 +468,9 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
         def rebuild(state):
             nbrs = _quiet(neighbor_fn.update, fractional(R, c), state.nbrs, **box_kw)
             g = state.graph
-            graph, over = build(R, c, nbrs.idx, g.species, g.element_atoms, state.caps, g.chunk)
+            graph, over = build(R, c, nbrs.idx, g.species, g.element_atoms, g.element_mask, state.caps, g.chunk)
+            if parts > 1:  # every part must agree, or the parts' trajectories would part ways
+                over = jax.lax.psum(over.astype(jnp.int32), axis_name) > 0
             over = state.overflow | over | nbrs.did_buffer_overflow.astype(bool)
             if cell is not None:  # jax-md's cells too small after a compression; minimum image lost
                 over |= nbrs.cell_size_too_small.astype(bool) | jnp.any(_heights(c) < 2.0 * rcut)
@@ -432,11 +481,14 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
     def describe(state: JitGraphState) -> dict:
         return {"kind": "jit", "caps": state.caps, "max_occupancy": int(state.nbrs.max_occupancy),
                 "cell_list_capacity": state.nbrs.cell_list_capacity, "chunk": int(state.graph.chunk),
-                "alloc_cell": list(state.alloc_cell)}
+                "alloc_cell": list(state.alloc_cell), "parts": parts}
 
     def restore(positions, numbers, description: dict) -> JitGraphState:
         if description.get("kind") != "jit":
             raise ValueError(f"not a jit neighbour graph description: {description}")
+        if int(description.get("parts", 1)) != parts:
+            raise ValueError(f"the neighbour graph was saved in {description.get('parts', 1)} parts, this run "
+                             f"splits it in {parts} (devices changed?)")
         cell = np.asarray(description["alloc_cell"], np.float64).reshape(3, 3)
         same = np.array_equal(cell, np.asarray(cell0))
         return _allocate(positions, species_of(numbers, plan.spec.elements), capacity_multiplier,

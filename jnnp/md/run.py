@@ -69,7 +69,8 @@ class MDRun:
 
 def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, samples: int, *,
                   pressure: bool = False, conserved: Callable | None = None,
-                  observables: Mapping[str, Callable] | None = None, dt: float | None = None):
+                  observables: Mapping[str, Callable] | None = None, dt: float | None = None,
+                  mesh=None):
     """Jitted ``chunk(state, graph_state[, n_max]) -> (state, graph_state, out)``.
 
     Args:
@@ -89,6 +90,11 @@ def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, sa
             valid for them) and returned under ``name``.
         dt: the integrator's time step [Å·sqrt(amu/eV)]: enables the rebuild before a step that
             could leave the graph's validity (module docstring); None: rebuild only after.
+        mesh: run the chunk under ``shard_map`` over this one-axis mesh (`jnnp.md.parallel`):
+            ``graph_state`` is then stacked with one part per device (``make_graph_fns(parts=)``),
+            and ``energy_fn``/``apply_fn`` must sum the parts (`jnnp.md.parallel.split_energy_fn`);
+            each observable then sees its part's graph and the parts' values are added up, so
+            observables must be sums over centre atoms (extrapolation counts are).
 
     The chunk runs ``samples`` blocks of ``thermo_every`` steps (at most ``n_max``, a traced
     integer). A block in which the neighbour data overflow (or become invalid) is discarded
@@ -156,6 +162,8 @@ def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, sa
             value = jnp.asarray(fn(state.position, c, gstate.graph))
             if value.shape != ():
                 raise ValueError(f"observable {name!r} must return a scalar, got shape {value.shape}")
+            if mesh is not None:
+                value = jax.lax.psum(value, mesh.axis_names[0])
             out[name] = value
         return out
 
@@ -169,12 +177,20 @@ def make_chunk_fn(energy_fn, apply_fn, graph_update, cell, thermo_every: int, sa
         out = {"ok": ok, "graph_rebuilds": rebuilds, "graph_redos": redos, **measure(state, gstate)}
         return (state, gstate, stopped | failed, n_max), out
 
-    @jax.jit
-    def chunk(state, gstate, n_max=samples):
-        """Run at most ``n_max`` (≤ samples, dynamic) sampling blocks."""
+    def run(state, gstate, n_max):
         (state, gstate, _, _), out = jax.lax.scan(sample, (state, gstate, jnp.asarray(False), n_max),
                                                   jnp.arange(samples))
         return state, gstate, out
+
+    if mesh is not None:
+        from jnnp.md.parallel import chunk_on_parts
+
+        run = chunk_on_parts(run, mesh)
+
+    @jax.jit
+    def chunk(state, gstate, n_max=samples):
+        """Run at most ``n_max`` (≤ samples, dynamic) sampling blocks."""
+        return run(state, gstate, n_max)
 
     return chunk
 
@@ -193,7 +209,7 @@ def run_chunks(chunk_fn, state, gstate, graph_fns, n_samples: int, thermo_every:
     rec: dict[str, list] = {}
     rebuilds, wall, compile_s, done, failures = 0, 0.0, 0.0, 0, 0
     compiled = False
-    if n_samples > 0 and bool(gstate.overflow):  # e.g. allocated too small: no chunk could succeed
+    if n_samples > 0 and bool(np.any(gstate.overflow)):  # e.g. allocated too small: no chunk could succeed
         gstate = graph_fns.reallocate(state.position, gstate, **({} if cell_of is None else {"cell": cell_of(state)}))
         rebuilds += 1
     while done < n_samples:

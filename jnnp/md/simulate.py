@@ -47,6 +47,7 @@ from jnnp.md.integrate import (
     masses_of,
     state_cell,
 )
+from jnnp.md.parallel import md_mesh, on_parts, split_energy_fn
 from jnnp.md.output import ProgressMeter, ThermoLog, TrajectoryWriter, check_column_names
 from jnnp.md.restart import load_restart, save_restart
 from jnnp.md.run import init_state, make_chunk_fn, run_chunks
@@ -66,16 +67,21 @@ class MDGraph(NamedTuple):
 
 
 def make_graph_fns_for(plan, structure, skin: float, mode: str = "auto",
-                       capacity_multiplier: float = 1.25) -> MDGraph:
+                       capacity_multiplier: float = 1.25, parts: int = 1) -> MDGraph:
     """Neighbour lifecycle: jax-md cell lists inside jit for large boxes where the minimum image
-    is valid, else host-built all-image graphs (any cell, incl. small training cells)."""
+    is valid, else host-built all-image graphs (any cell, incl. small training cells).
+    ``parts`` > 1: the jit graph split over that many devices (`jnnp.md.parallel`)."""
     use_jaxmd = mode == "jax-md" or (
         mode == "auto" and structure.periodic and bool(structure.pbc.all()) and structure.n_atoms >= 500
         and min_image_valid(structure.cell, plan.spec.cutoff + skin))
+    if parts > 1 and not use_jaxmd:
+        raise ValueError(f"devices: {parts} needs the jax-md neighbour graph (a fully periodic box of ≥ 500 atoms "
+                         f"whose widths are ≥ 2·(cutoff + skin); neighbors: jax-md), not the host-built one")
     if use_jaxmd:
         from jnnp.geometry.neighbors import make_graph_fns
 
-        fns = make_graph_fns(plan, structure.cell, skin=skin, capacity_multiplier=capacity_multiplier)
+        fns = make_graph_fns(plan, structure.cell, skin=skin, capacity_multiplier=capacity_multiplier,
+                             parts=parts)
         return MDGraph(fns, lambda R, cell=None: fns.allocate(R, structure.numbers, cell=cell),
                        lambda R, meta: fns.restore(R, structure.numbers, meta), "jax-md")
     fns = make_host_graph_fns(plan, structure.numbers, structure.cell, structure.pbc, skin=skin)
@@ -99,7 +105,9 @@ def run_md(potential, structure, cfg, run_dir, *, resume: bool = False, progress
         resume: continue from ``run_dir/restart.npz`` up to ``cfg.steps`` (same config).
         progress: live progress line with ns/day.
         observables: ``{column_name: fn(positions, cell, graph) -> scalar}`` logged as extra
-            thermo.csv columns (module docstring).
+            thermo.csv columns (module docstring). With ``cfg.devices`` > 1 each device evaluates
+            them on its part of the graph and the values are added up: they must be sums over
+            centre atoms (extrapolation counts are; a committee's spread is not).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -114,19 +122,27 @@ def run_md(potential, structure, cfg, run_dir, *, resume: bool = False, progress
     periodic = _fully_periodic(structure)
     if ens.changes_cell and not periodic:
         raise ValueError(f"ensemble {ens.kind} needs a structure periodic in all directions with a 3D cell")
+    mesh = md_mesh(cfg.devices) if cfg.devices > 1 else None
     energy_fn = make_md_energy_fn(pot)
+    if mesh is not None:
+        energy_fn = split_energy_fn(energy_fn)
     init_fn, apply_fn = make_integrator(energy_fn, ens)
     plan = make_plan(pot.spec.descriptor)
-    graph = make_graph_fns_for(plan, structure, cfg.skin, cfg.neighbors, cfg.neighbor_capacity_multiplier)
+    graph = make_graph_fns_for(plan, structure, cfg.skin, cfg.neighbors, cfg.neighbor_capacity_multiplier,
+                               parts=cfg.devices)
     cell = jnp.asarray(structure.cell, dtype)
     R0 = jnp.asarray(structure.positions, dtype)
     gstate = graph.allocate(R0)
     reallocations = 0
-    if bool(gstate.overflow):  # buffers too small already: the initial forces need a complete graph
+    if bool(np.any(gstate.overflow)):  # buffers too small already: the initial forces need a complete graph
         gstate, reallocations = graph.fns.reallocate(R0, gstate), 1
     key = jax.random.PRNGKey(cfg.seed)
     key, sub = jax.random.split(key)
-    state = init_state(init_fn, R0, masses_of(structure.numbers).astype(dtype), ens, sub, gstate.graph, cell)
+    masses = masses_of(structure.numbers).astype(dtype)
+    init = functools.partial(init_state, init_fn, ensemble=ens)
+    if mesh is not None:
+        init = on_parts(init, mesh)
+    state = init(R0, masses, key=sub, graph=gstate.graph, cell=cell)
     step0 = 0
     restart = run_dir / "restart.npz"
     if resume and restart.exists():
@@ -136,7 +152,7 @@ def run_md(potential, structure, cfg, run_dir, *, resume: bool = False, progress
                  if ens.kind in ("nvt_nose_hoover", "npt_nose_hoover") else None)
     chunk_fn = make_chunk_fn(energy_fn, apply_fn, graph.fns.update, cell_of or cell, cfg.thermo_every,
                              cfg.samples_per_chunk, pressure=periodic, conserved=conserved,
-                             observables=observables, dt=ens.dt)
+                             observables=observables, dt=ens.dt, mesh=mesh)
     extra_columns = (["e_conserved_eV"] if conserved else []) + list(observables)
     traj_path = run_dir / f"trajectory.{cfg.trajectory_format}"
     thermo = ThermoLog(run_dir / "thermo.csv", resume_from_step=step0 if resume else None,

@@ -45,17 +45,19 @@ import dataclasses
 import functools
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
-from jax_md import partition, space
 
 from jnnp.geometry.cell import cell_heights
 from jnnp.geometry.edges import safe_norm
 from jnnp.geometry.graph import Graph, species_of
+
+if TYPE_CHECKING:
+    from jax_md import partition
 
 __all__ = ["GraphFns", "JitGraphState", "make_graph_fns"]
 
@@ -225,6 +227,8 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
             "bigger supercell")
     cell0 = cell
     box = _lower_triangular(cell).T  # jax-md box: columns = lattice vectors, upper triangular
+    from jax_md import partition, space  # imported on use: importing jax-md takes seconds
+
     displacement, _ = space.periodic_general(box, fractional_coordinates=True)
     neighbor_fn = partition.neighbor_list(  # dr_threshold 0: rebuilds whenever asked (our lax.cond)
         displacement, box, rcut + _MARGIN, dr_threshold=0.0, format=partition.Dense,

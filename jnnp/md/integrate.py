@@ -17,7 +17,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax_md import quantity, simulate, space
 
 from jnnp.data.elements import mass as element_mass
 from jnnp.model.potential import make_energy_fn
@@ -118,6 +117,8 @@ def make_integrator(energy_fn, ensemble: Ensemble):
     ``init_fn(key, R, kT=, mass=, graph=, cell=[, momenta=])`` and ``apply_fn(state, graph=,
     cell=)``. For NPT ``cell`` is the initial cell at ``init_fn`` and ignored by ``apply_fn`` (the
     state carries the box; `state_cell`)."""
+    from jax_md import simulate, space  # imported on use: importing jax-md takes seconds
+
     _, shift_fn = space.free()
     if ensemble.kind == "nve":
         return simulate.nve(energy_fn, shift_fn, ensemble.dt)
@@ -146,12 +147,16 @@ def make_integrator(energy_fn, ensemble: Ensemble):
 
 def state_cell(state, cell):
     """The cell [Å] (rows) the integrator state lives in: the NPT box, else the fixed ``cell``."""
+    from jax_md import simulate
+
     if isinstance(state, simulate.NPTNoseHooverState):
         return state.box.T
     return cell
 
 
 def kinetic_energy(state):
+    from jax_md import quantity
+
     return quantity.kinetic_energy(momentum=state.momentum, mass=state.mass)
 
 
@@ -183,6 +188,8 @@ def conserved_energy(ensemble: Ensemble, state, e_pot):
     """The quantity the dynamics conserves [eV], given the state's potential energy ``e_pot``:
     E_pot + E_kin (NVE), jax-md's Nosé–Hoover invariants (NVT, NPT: extended Hamiltonian incl.
     thermostat/barostat terms and P·V); None for Langevin (not conservative)."""
+    from jax_md import simulate
+
     def known(*args, **kwargs):  # the invariants' energy_fn: E_pot is already evaluated
         return e_pot
 

@@ -264,10 +264,7 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
             target = jnp.where(ok, atoms, N)  # padding centres scatter nowhere
             local_of = local_of.at[target].set(jnp.arange(atoms.shape[0], dtype=i32), mode="drop")
             own = own.at[target].set(True, mode="drop")
-        if parts > 1:  # pairs are listed for every row (the j→k legs), pair blocks for own centres only
-            valid_centre = valid & own[:, None]
-        else:
-            valid_centre = valid
+        valid_centre = valid & own[:, None]  # every row's pairs stay listed (j→k legs); blocks: own centres
         over = jnp.asarray(False)
 
         counts, pair_blocks = [[], [], []], []

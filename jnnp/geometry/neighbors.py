@@ -173,6 +173,15 @@ def _pair_slot(rows_sorted, order, a, b):
     return order[a, lo], rows_sorted[a, lo] == b
 
 
+def _candidates(block, W1: int, W2: int):
+    """Static flat indices w1·W2 + w2 of the slot pairs a triplet block considers: None for all
+    W1 × W2 (two neighbour elements), the strict upper triangle when both legs come from the same
+    element's slot list (each unordered pair once, half the candidates)."""
+    if block.key[1] != block.key[2]:
+        return None
+    return np.flatnonzero(np.triu(np.ones((W1, W2), bool), 1)).astype(np.int32)
+
+
 def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1.25,
                    extra_capacity: int = 32, chunk: int | None = None, parts: int = 1,
                    axis_name: str = "parts") -> GraphFns:
@@ -318,14 +327,15 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
                     ok1, ok2 = slot_ok[b.key[1]][rws] & rok[:, None], slot_ok[b.key[2]][rws]
                     m = (ok1[:, :, None] & ok2[:, None, :]
                          & (jnp.maximum(r1[:, :, None], r2[:, None, :]) < b.rc + skin))
-                    if b.key[1] == b.key[2]:  # each unordered pair of slots once
-                        m &= jnp.asarray(np.triu(np.ones((W1, W2), bool), 1))
                     if b.narrow:  # r_jk² from the Gram matrix
                         v1, v2 = (jnp.take_along_axis(vc, s[..., None], 1) for s in (s1, s2))
                         rjk2 = (r1[:, :, None] ** 2 + r2[:, None, :] ** 2
                                 - 2.0 * jnp.einsum("bkx,blx->bkl", v1, v2))
                         m &= rjk2 < (b.rc + skin) ** 2
                     m = m.reshape(B, W1 * W2)
+                    cols = _candidates(b, W1, W2)
+                    if cols is not None:  # each unordered pair of slots once: only the upper triangle
+                        m = m[:, cols]
                     n_r = jnp.sum(m, axis=1, dtype=i32)
                     ys.append(n_r)
                     if caps is None:
@@ -335,7 +345,7 @@ def make_graph_fns(plan, cell, skin: float = 0.5, capacity_multiplier: float = 1
                     start = off + jnp.cumsum(m_r, dtype=i32) - m_r
                     dest = jnp.where(m, start[:, None] + jnp.cumsum(m, axis=1, dtype=i32) - 1, buf.shape[0])
                     key = ((first + jnp.arange(B, dtype=i32))[:, None] * (W1 * W2)  # (local, w1, w2)
-                           + jnp.arange(W1 * W2, dtype=i32))
+                           + (jnp.arange(W1 * W2, dtype=i32) if cols is None else jnp.asarray(cols)))
                     out.append((buf.at[dest].set(key, mode="drop"), off + jnp.sum(m_r, dtype=i32)))
                 return (carry if caps is None else out), ys
 

@@ -1,11 +1,11 @@
 """MD with each step's work shared out over several devices (CPU cores or GPUs).
 
-XLA:CPU runs most of the descriptor kernel on one thread, so on a 2-core machine one XLA device
-leaves the second core nearly idle (the 1080-atom water box: ×1.18 from the second core). Started
-with ``XLA_FLAGS=--xla_force_host_platform_device_count=D`` (set before JAX is imported), the
-host offers D CPU devices that execute concurrently (add ``--xla_cpu_multi_thread_eigen=false
-intra_op_parallelism_threads=1`` so that each device keeps to one thread: 281 instead of 332 ms
-per step of the water box with two devices on two cores). `jnnp.geometry.neighbors.make_graph_fns`
+Meant for several GPUs or many-core hosts: on the 2-core benchmark VM one XLA device already
+keeps ≈ 1.6 cores busy and the split gained nothing reliable for the 1080-atom water box
+(`benchmarks/RESULTS.md`). Started with ``XLA_FLAGS=--xla_force_host_platform_device_count=D``
+(set before JAX is first used), the host offers D CPU devices that execute concurrently (add
+``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` so that each device keeps
+to one thread). `jnnp.geometry.neighbors.make_graph_fns`
 with ``parts=D`` keeps one neighbour graph per device, each listing the pairs and triplets of
 its share of the centre atoms, and the MD chunk (`jnnp.md.run.make_chunk_fn` with ``mesh``) runs
 under ``shard_map``: positions, momenta and the integrator are replicated (cheap), each device

@@ -18,6 +18,8 @@ of element combinations.
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,7 +63,8 @@ class _Columns:
 
 
 def _merge_groups(infos, separate) -> list[list[int]]:
-    """Indices of blocks grouped by equal `_Columns.signature` (in first-appearance order).
+    """Indices of blocks grouped by equal `_Columns.signature` (groups in first-appearance order,
+    blocks within a group by centre element).
 
     Automatic grids give every element pair/triplet the same functions, so a 5-element system's
     75 triplet blocks become one kernel: one compiled program instead of 75 unrolled ones.
@@ -73,7 +76,7 @@ def _merge_groups(infos, separate) -> list[list[int]]:
     groups: dict[tuple, list[int]] = {}
     for b, info in enumerate(infos):
         groups.setdefault(info.signature(), []).append(b)
-    return list(groups.values())
+    return [sorted(g, key=lambda b: infos[b].c) for g in groups.values()]  # for `distribute`
 
 
 def _take(x, idx):
@@ -192,10 +195,23 @@ def make_descriptor_fn(spec: DescriptorSpec, fast_angular: bool = True, merge_bl
             return tuple(jnp.concatenate(a) for a in idx) + (local, jnp.concatenate(mask)), offs
 
         def distribute(group, infos, seg, offs):
-            """Add the (Σ n_c, k) per-centre sums of a group to each block's columns, weighted."""
-            for b, o0, o1 in zip(group, offs[:-1], offs[1:]):
-                info = infos[b]
-                out[info.c] = out[info.c].at[:, info.cols].add(seg[o0:o1] * np.asarray(info.weights, dtype))
+            """Add the (Σ n_c, k) per-centre sums of a group to each block's columns, weighted.
+
+            A group's blocks come sorted by centre element (`_merge_groups`), so each element's
+            blocks are one contiguous slice of ``seg``, placed by one column scatter. One slice
+            per block instead made the backward pass sum a padded cotangent per block, which XLA
+            fused into the per-triplet gather and re-evaluated for every triplet (Li8Mo2Ni7Ti7O32,
+            75 blocks: training step 87 → 61 ms; blocks evaluated separately 57 ms)."""
+            first = 0
+            for c, run in itertools.groupby(group, key=lambda b: infos[b].c):
+                run = list(run)
+                o0, o1 = offs[first], offs[first + len(run)]
+                first += len(run)
+                n_c, k = out[c].shape[0], seg.shape[1]
+                part = seg[o0:o1].reshape(len(run), n_c, k).transpose(1, 0, 2).reshape(n_c, len(run) * k)
+                cols = np.concatenate([infos[b].cols for b in run])
+                weights = np.concatenate([np.asarray(infos[b].weights, dtype) for b in run])
+                out[c] = out[c].at[:, cols].add(part * weights)
 
         def segment_sums(vals, local, mask, n_seg):
             return jax.ops.segment_sum(vals * mask[:, None], local, n_seg, indices_are_sorted=True)

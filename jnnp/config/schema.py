@@ -106,6 +106,8 @@ class TrainConfig(_Strict):
     kalman_epsilon: PositiveFloat = Field(0.01, description="Kalman covariance initialised to I/ε")
     kalman_forces_per_update: int = Field(8, ge=0, description="force components per Kalman update")
     normalize: bool = Field(True, description="fit reference energies, energy unit and SF scaling")
+    refit_shifts: bool = Field(True, description="after training, refit the reference energies to the "
+                               "trained model's per-atom energy errors on the training set")
     energy_scale: Literal["auto", "energy_std", "force_rms"] | PositiveFloat = Field(
         "auto", description="energy unit of the network output: a rule or a number [eV]")
     eval_batch_size: PositiveInt | None = Field(None, description="validation batch size (default batch_size)")

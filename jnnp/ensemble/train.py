@@ -34,7 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jnnp.model.potential import Potential
 from jnnp.train.batch import Batcher, make_batch_properties_fn
+from jnnp.train.normalize import refit_shifts
 from jnnp.train.loop import TrainSettings, make_optimizer_for
 from jnnp.train.loss import loss_terms
 from jnnp.train.optim import make_schedule
@@ -325,7 +327,21 @@ def train_members(spec, params, hp: dict, train_set, val_set=None, cfg: TrainSet
             stop = "early stopping"
             break
     history.stop_reason = stop or "completed"
-    return jax.tree.map(np.asarray, best), history
+    best = jax.tree.map(np.asarray, best)
+    if cfg.refit_shifts:
+        best = _refit_member_shifts(spec, best, train_b, masks, hp_np["energy_weight"])
+    return best, history
+
+
+def _refit_member_shifts(spec, best, batcher, masks, energy_weight):
+    """Each member's reference energies refitted on its own training subset, as `jnnp.train.fit`
+    does for one model (`jnnp.train.normalize.refit_shifts`); members without an energy loss
+    keep theirs."""
+    shifts = np.array(best["energy"]["shift"])
+    for k in np.flatnonzero(np.asarray(energy_weight) > 0):
+        member = Potential(spec, jax.tree.map(lambda a, k=k: a[k], best))
+        shifts[k] = refit_shifts(member, batcher, include=masks[k]).params["energy"]["shift"]
+    return {**best, "energy": {**best["energy"], "shift": shifts}}
 
 
 def _epoch_line(rec: dict) -> str:

@@ -38,7 +38,7 @@ from jnnp.train.kalman import kalman_filter, make_kalman_train_step
 from jnnp.train.loss import LossConfig, combine_terms, loss_terms
 from jnnp.train.metrics import (ErrorAccumulator, plot_learning_curve, plot_parity, write_history_csv,
                                 write_json)
-from jnnp.train.normalize import energy_scale, normalize_potential
+from jnnp.train.normalize import energy_scale, normalize_potential, refit_shifts
 from jnnp.train.reference import fit_reference_energies
 from jnnp.train.optim import SCHEDULES, make_optimizer, make_schedule
 from jnnp.train.step import TrainState, cached_properties_fn, init_train_state, make_train_step
@@ -70,6 +70,8 @@ class TrainSettings:
             epochs.
         kalman_lambda, kalman_nu, kalman_epsilon, kalman_forces_per_update: Kalman filter.
         normalize: fit shifts, energy unit and SF scaling on the training set (fresh runs).
+        refit_shifts: at the end, refit the reference energies of the best model to its energy
+            errors on the training set (`jnnp.train.normalize.refit_shifts`; forces unchanged).
         energy_scale: ``"auto"``, ``"energy_std"``, ``"force_rms"`` or a number [eV]
             (`jnnp.train.normalize.normalize_potential`).
         eval_batch_size: batch size for validation (default: batch_size).
@@ -99,6 +101,7 @@ class TrainSettings:
     kalman_epsilon: float = _DEFAULTS.kalman_epsilon
     kalman_forces_per_update: int = _DEFAULTS.kalman_forces_per_update
     normalize: bool = _DEFAULTS.normalize
+    refit_shifts: bool = _DEFAULTS.refit_shifts
     energy_scale: str | float = _DEFAULTS.energy_scale
     eval_batch_size: int | None = _DEFAULTS.eval_batch_size
     growth: float = _DEFAULTS.growth
@@ -511,7 +514,11 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
     if stop.startswith("non-finite"):
         warnings.warn(stop, RuntimeWarning, stacklevel=2)
     best = potential.replace(params=jax.tree.map(np.asarray, best_params))
-    if history.best_epoch == 0 and not (run_dir / "model" / "model.json").exists():
+    if cfg.refit_shifts and stop != "interrupted":
+        best = refit_shifts(best, train_b)
+        save_model(run_dir / "model", best, metadata={"epoch": history.best_epoch, "shifts_refitted": True,
+                                                       "loss": _jsonfloat(history.best_loss)})
+    elif history.best_epoch == 0 and not (run_dir / "model" / "model.json").exists():
         save_model(run_dir / "model", best, metadata={"epoch": 0})
     summary = {"stop_reason": history.stop_reason, "best_epoch": history.best_epoch,
                "best_loss": history.best_loss, "epochs_run": len(history.epochs),

@@ -8,8 +8,10 @@ import jax
 import numpy as np
 import pytest
 
+from jnnp.train.batch import Batcher
 from jnnp.train.checkpoint import load_checkpoint, load_potential
 from jnnp.train.loop import TrainSettings, evaluate, fit
+from jnnp.train.normalize import refit_shifts
 from jnnp.train.step import predict
 
 CFG = TrainSettings(epochs=3, batch_size=4, learning_rate=5e-3, schedule="cosine", force_weight=1.0,
@@ -49,6 +51,18 @@ def test_fit_learns_and_writes_outputs(reference_run, data):
     assert all(math.isfinite(v) for v in hist.column("val_force_rmse"))
 
 
+def test_best_model_has_refitted_shifts(reference_run, data):
+    """`fit` ends by refitting the reference energies: for this one-composition training set the
+    mean per-atom energy error of the returned (and saved) model on it is zero."""
+    import json
+
+    d, best, hist = reference_run
+    train = data[0]
+    err = [(o["energy"] - s.energy) / len(s.numbers) for o, s in zip(predict(best, train, batch_size=4), train)]
+    assert abs(np.mean(err)) < 1e-9 < np.std(err)
+    assert json.loads((d / "model" / "model.json").read_text())["metadata"]["shifts_refitted"] is True
+
+
 def test_saved_model_predicts_identically(reference_run, data):
     d, best, hist = reference_run
     loaded = load_potential(d / "model")
@@ -57,10 +71,16 @@ def test_saved_model_predicts_identically(reference_run, data):
     val = data[1]
     for a, b in zip(predict(best, val, batch_size=4), predict(loaded, val, batch_size=4)):
         assert a["energy"] == b["energy"] and np.array_equal(a["forces"], b["forces"])
-    # the training checkpoint holds the last state and the best parameters
+    # the training checkpoint holds the last state and the best parameters before the final
+    # refit of the reference energies, which gives the returned model again
     ck = load_checkpoint(d)
     assert ck["state"]["epoch"] == 3 and ck["config"]["batch_size"] == 4
-    assert _same_tree(ck["extra"]["best_params"], jax.tree.map(np.asarray, best.params))
+    ck_best = best.replace(params=jax.tree.unflatten(jax.tree.structure(best.params),
+                                                     jax.tree.leaves(ck["extra"]["best_params"])))
+    assert not _same_tree(ck_best.params, best.params)
+    refit = refit_shifts(ck_best, Batcher(best.spec, data[0], CFG.batch_size))
+    for a, b in zip(jax.tree.leaves(refit.params), jax.tree.leaves(best.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=0)
 
 
 def test_resume_after_interrupts_is_exact(tmp_path, reference_run, potential, data):

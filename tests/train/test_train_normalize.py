@@ -7,7 +7,7 @@ from jnnp.data.structure import Structure
 from jnnp.descriptors.scaling import scaling_statistics
 from jnnp.train.batch import Batcher
 from jnnp.train.normalize import (_descriptor_energy_fn, descriptor_statistics, energy_scale,
-                                  normalize_potential)
+                                  normalize_potential, refit_shifts)
 from jnnp.train.reference import composition_matrix, fit_reference_energies, residual_energies
 
 
@@ -94,3 +94,59 @@ def test_normalize_potential(ethanol, potential):
     pot_c = normalize_potential(potential, structs, batcher=b, scale="force_rms")
     err = [o["energy"] - s.energy for o, s in zip(predict(pot_c, structs, batch_size=4), structs)]
     assert abs(np.mean(err)) < 1e-8
+
+
+def _with_shift(pot, shift):
+    return pot.replace(params={**pot.params, "energy": {**pot.params["energy"], "shift": np.asarray(shift)}})
+
+
+def test_refit_shifts_solves_the_per_atom_least_squares(radial_potential):
+    """After the refit the per-atom energy errors satisfy the normal equations of the per-atom
+    least-squares problem (they are orthogonal to every column of composition/N), on the chosen
+    subset; the training error does not grow; forces do not change."""
+    from jnnp.train.step import predict
+
+    e_ref = np.array([-13.6, -1027.4, -2041.9])
+    structs = _synthetic(e_ref, n=16, noise=0.3)
+    b = Batcher(radial_potential.spec, structs, 4)
+    pot = normalize_potential(radial_potential, structs, batcher=b, scale=0.5)
+    bad = _with_shift(pot, np.asarray(pot.params["energy"]["shift"]) + [0.3, -0.2, 0.5])
+    n = np.array([len(s.numbers) for s in structs], float)
+    X = composition_matrix(structs, (1, 6, 8)) / n[:, None]
+    E = np.array([s.energy for s in structs])
+
+    def per_atom_errors(p):
+        out = predict(p, structs, batcher=b)
+        return (np.array([o["energy"] for o in out]) - E) / n, [o["forces"] for o in out]
+
+    err_bad, f_bad = per_atom_errors(bad)
+    fixed = refit_shifts(bad, b)
+    err, f = per_atom_errors(fixed)
+    np.testing.assert_allclose(X.T @ err, 0.0, atol=1e-9)
+    assert np.abs(X.T @ err_bad).max() > 1e-2  # the test starts from a real offset
+    assert np.sum(err**2) < np.sum(err_bad**2)
+    for a, c in zip(f, f_bad):
+        np.testing.assert_array_equal(a, c)
+    # a subset: normal equations on its rows only
+    include = np.arange(len(structs)) % 2 == 0
+    err_sub, _ = per_atom_errors(refit_shifts(bad, b, include=include))
+    np.testing.assert_allclose(X[include].T @ err_sub[include], 0.0, atol=1e-9)
+    assert np.abs(X.T @ err_sub).max() > 1e-6  # the other half was not fitted
+
+
+def test_refit_shifts_single_composition_keeps_the_split(ethanol, potential):
+    """One composition cannot separate the elements: the minimum-norm correction keeps the
+    difference of the per-element shifts and removes the mean per-atom energy error."""
+    from jnnp.train.step import predict
+
+    structs = list(ethanol[:8])
+    b = Batcher(potential.spec, structs, 4)
+    pot = normalize_potential(potential, structs, batcher=b, scale="force_rms")
+    off = _with_shift(pot, np.asarray(pot.params["energy"]["shift"]) + 0.01)
+    fixed = refit_shifts(off, b)
+    err = [(o["energy"] - s.energy) / len(s.numbers) for o, s in zip(predict(fixed, structs, batcher=b), structs)]
+    assert abs(np.mean(err)) < 1e-9
+    delta = np.asarray(fixed.params["energy"]["shift"]) - np.asarray(off.params["energy"]["shift"])
+    w = composition_matrix(structs[:1], (1, 6, 8))[0]
+    # the offset added to every element is taken back along the composition only
+    np.testing.assert_allclose(delta, -0.01 * w.sum() / (w @ w) * w, rtol=1e-6)

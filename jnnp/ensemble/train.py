@@ -329,16 +329,15 @@ def train_members(spec, params, hp: dict, train_set, val_set=None, cfg: TrainSet
     history.stop_reason = stop or "completed"
     best = jax.tree.map(np.asarray, best)
     if cfg.refit_shifts:
-        best = _refit_member_shifts(spec, best, train_b, masks, hp_np["energy_weight"])
+        best = _refit_member_shifts(spec, best, train_b, masks)
     return best, history
 
 
-def _refit_member_shifts(spec, best, batcher, masks, energy_weight):
+def _refit_member_shifts(spec, best, batcher, masks):
     """Each member's reference energies refitted on its own training subset, as `jnnp.train.fit`
-    does for one model (`jnnp.train.normalize.refit_shifts`); members without an energy loss
-    keep theirs."""
+    does for one model (`jnnp.train.normalize.refit_shifts`)."""
     shifts = np.array(best["energy"]["shift"])
-    for k in np.flatnonzero(np.asarray(energy_weight) > 0):
+    for k in range(shifts.shape[0]):
         member = Potential(spec, jax.tree.map(lambda a, k=k: a[k], best))
         shifts[k] = refit_shifts(member, batcher, include=masks[k]).params["energy"]["shift"]
     return {**best, "energy": {**best["energy"], "shift": shifts}}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import time
 
 import jax
@@ -36,8 +37,6 @@ def main():
     ap.add_argument("--float32", action="store_true", help="float32 instead of the config's precision")
     args = ap.parse_args()
     jax.config.update("jax_enable_x64", True)
-    import os
-
     import jnnp.model.potential as potential_module
     from jnnp.config import load_config
     from jnnp.descriptors.compute import make_descriptor_fn

@@ -59,8 +59,8 @@ def run(mol: str, overrides=(), *, budget_s: float | None = None, results_dir=RE
 def diagnose(run_dir, test_path, n_worst: int = 5) -> dict:
     """Per-frame test errors of the model saved in ``run_dir``/model: median frame force MAE
     [meV/Å], the ``n_worst`` frames by force MAE (test-set index, force MAE and max |ΔF| [meV/Å],
-    energy error [meV]), and the frames with extrapolation warnings (`extrapolation_report`) and
-    the force / energy MAE of all other frames."""
+    energy error [meV], extrapolation warnings or not), the number of frames with extrapolation
+    warnings (`extrapolation_report`) and the force / energy MAE of all other frames."""
     import jnnp
     from jnnp.model.extrapolation import extrapolation_report
     from jnnp.train.checkpoint import load_potential
@@ -76,10 +76,10 @@ def diagnose(run_dir, test_path, n_worst: int = 5) -> dict:
     rest = ~extrapolating
     return {"force_mae_median_frame_meV_per_A": float(np.median(frame_mae)),
             "worst_frames": [{"index": int(i), "force_mae_meV_per_A": float(frame_mae[i]),
-                              "force_max_abs_meV_per_A": float(df[i].max()), "energy_error_meV": float(de[i])}
+                              "force_max_abs_meV_per_A": float(df[i].max()), "energy_error_meV": float(de[i]),
+                              "extrapolating": bool(extrapolating[i])}
                              for i in np.argsort(-frame_mae)[:n_worst]],
             "n_frames_extrapolating": int(extrapolating.sum()),
-            "extrapolating_frames": [int(i) for i in np.flatnonzero(extrapolating)],
             "force_mae_other_frames_meV_per_A": float(np.mean(np.concatenate([df[i].ravel() for i in np.flatnonzero(rest)])))
             if rest.any() else None,
             "energy_mae_other_frames_meV": float(np.mean(np.abs(de[rest]))) if rest.any() else None}

@@ -140,7 +140,8 @@ def test_rmd17_benchmark_runs_on_a_tiny_subset(in_repo, tmp_path, capsys):
     assert worst == sorted(worst, reverse=True) and diag["force_mae_median_frame_meV_per_A"] <= worst[-1]
     # every frame has 9 atoms: the whole-set MAE is the mean of the 1000 frame MAEs
     assert sum(worst) / 1000 <= saved["force_mae_meV_per_A"] * (1 + 1e-9)
-    assert diag["n_frames_extrapolating"] == len(diag["extrapolating_frames"]) > 0  # 16 training frames
+    assert 0 < diag["n_frames_extrapolating"] < 1000  # 16 training frames: many test frames leave their range
+    assert all(isinstance(w["extrapolating"], bool) for w in diag["worst_frames"])
     assert "F MAE median frame" in capsys.readouterr().out
     # post hoc from the saved model: the same numbers, the entry kept
     _bench("rmd17").main(["--molecules", "ethanol", "--results-dir", str(tmp_path), "--diagnose-only"])

@@ -113,6 +113,8 @@ class TrainConfig(_Strict):
     eval_batch_size: PositiveInt | None = Field(None, description="validation batch size (default batch_size)")
     growth: float = Field(1.25, gt=1.0, description="capacity ratio between padded batch shapes")
     cache_graphs: bool = Field(True, description="keep neighbour lists in run_dir/cache")
+    cache_features: bool = Field(True, description="energy-only training: compute the symmetry functions "
+                                 "once instead of in every step (jnnp.train.features)")
     plots: bool = Field(True, description="write PNG plots at the end")
 
 

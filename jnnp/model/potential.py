@@ -21,7 +21,7 @@ from jnnp.descriptors.scaling import apply_scaling, identity_statistics
 from jnnp.descriptors.spec import DescriptorSpec
 from jnnp.model.networks import ElementMLP, init_network_params
 
-__all__ = ["PotentialSpec", "Potential", "make_atomic_energy_fn", "make_energy_fn", "init_potential"]
+__all__ = ["PotentialSpec", "Potential", "make_element_energy_fn", "make_atomic_energy_fn", "make_energy_fn", "init_potential"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,25 +97,35 @@ def init_potential(spec: PotentialSpec, key, dtype=jnp.float64) -> Potential:
     return Potential(spec, params)
 
 
+def make_element_energy_fn(spec: PotentialSpec):
+    """``element_energy_fn(params, c, G_c) -> (n,)`` energies [eV] of n atoms of element index
+    ``c`` from their unscaled symmetry functions ``G_c`` (n, F_c): scaling, network, energy unit
+    and reference energy. Differentiable w.r.t. params (networks, scaling, energy) and ``G_c``."""
+    net = spec.network()
+
+    def element_energy_fn(params, c, G_c):
+        dtype = G_c.dtype
+        x = apply_scaling(spec.scaling, params["scaling"][c], G_c, spec.scale_min, spec.scale_max)
+        out = net.apply(jax.tree.map(lambda a: jnp.asarray(a, dtype), params["networks"][c]), x)
+        return out * jnp.asarray(params["energy"]["scale"], dtype) + jnp.asarray(params["energy"]["shift"], dtype)[c]
+
+    return element_energy_fn
+
+
 def make_atomic_energy_fn(spec: PotentialSpec):
     """``atomic_energy_fn(params, positions, cell, graph) -> (N,)`` atomic energies [eV].
 
     Padding atoms get 0. Differentiable w.r.t.: params (all), positions, cell.
     """
     descriptor_fn = make_descriptor_fn(spec.descriptor)
-    net = spec.network()
+    element_energy_fn = make_element_energy_fn(spec)
 
     def atomic_energy_fn(params, positions, cell, graph):
         positions = jnp.asarray(positions)
-        dtype = positions.dtype
         G = descriptor_fn(params["descriptor"], positions, cell, graph)
-        e_atom = jnp.zeros(positions.shape[0], dtype)
-        scale = jnp.asarray(params["energy"]["scale"], dtype)
-        shift = jnp.asarray(params["energy"]["shift"], dtype)
+        e_atom = jnp.zeros(positions.shape[0], positions.dtype)
         for c, G_c in enumerate(G):
-            x = apply_scaling(spec.scaling, params["scaling"][c], G_c, spec.scale_min, spec.scale_max)
-            out = net.apply(jax.tree.map(lambda a: jnp.asarray(a, dtype), params["networks"][c]), x)
-            e_c = (out * scale + shift[c]) * graph.element_mask[c]
+            e_c = element_energy_fn(params, c, G_c) * graph.element_mask[c]
             e_atom = e_atom.at[graph.element_atoms[c]].add(e_c)
         return e_atom
 

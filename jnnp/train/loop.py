@@ -34,6 +34,8 @@ import numpy as np
 from jnnp.config.schema import TrainConfig
 from jnnp.train.batch import Batcher
 from jnnp.train.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint, save_model
+from jnnp.train.features import (FeatureBatcher, cached_feature_properties_fn, features_apply,
+                                 make_feature_properties_fn, structure_features)
 from jnnp.train.kalman import kalman_filter, make_kalman_train_step
 from jnnp.train.loss import LossConfig, combine_terms, loss_terms
 from jnnp.train.metrics import (ErrorAccumulator, plot_learning_curve, plot_parity, write_history_csv,
@@ -77,6 +79,11 @@ class TrainSettings:
         eval_batch_size: batch size for validation (default: batch_size).
         growth: capacity level ratio of padded batches (`jnnp.train.batch.BatchSizer`).
         cache_graphs: keep neighbour lists in ``run_dir/cache``.
+        cache_features: when the loss has no force or stress term, no descriptor field is
+            trained and the optimiser is not the Kalman filter, compute the symmetry functions of
+            the training and validation structures once and train on them
+            (`jnnp.train.features`; same result, far fewer operations per step). Per-epoch
+            validation then reports energies only; the final validation has forces too.
         plots: write PNG plots at the end.
     """
 
@@ -106,6 +113,7 @@ class TrainSettings:
     eval_batch_size: int | None = _DEFAULTS.eval_batch_size
     growth: float = _DEFAULTS.growth
     cache_graphs: bool = _DEFAULTS.cache_graphs
+    cache_features: bool = _DEFAULTS.cache_features
     plots: bool = _DEFAULTS.plots
 
     def __post_init__(self):
@@ -189,9 +197,10 @@ def _kalman_units(structures, elements) -> tuple:
 
 
 @functools.lru_cache(maxsize=8)
-def _training_fns(spec, loss_cfg: LossConfig, opt_key: tuple, n_batches: int, units: tuple = (None, None)):
+def _training_fns(spec, loss_cfg: LossConfig, opt_key: tuple, n_batches: int, units: tuple = (None, None),
+                  features: bool = False):
     """(optimizer, jitted train step), memoised so that repeated `fit` calls (resume, notebooks)
-    reuse compiled programs."""
+    reuse compiled programs. ``features``: the step takes cached-feature batches."""
     cfg = TrainSettings(**dict(opt_key))
     optimizer = make_optimizer_for(cfg, n_batches)
     if cfg.optimizer == "kalman":
@@ -199,7 +208,8 @@ def _training_fns(spec, loss_cfg: LossConfig, opt_key: tuple, n_batches: int, un
                                       forces_per_update=cfg.kalman_forces_per_update, seed=cfg.seed,
                                       energy_unit=units[0], force_unit=units[1])
     else:
-        step = make_train_step(spec, optimizer, loss_cfg)
+        props = make_feature_properties_fn(spec) if features else None
+        step = make_train_step(spec, optimizer, loss_cfg, properties_fn=props)
     return optimizer, step
 
 
@@ -377,7 +387,8 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
              if val_set else None)
     n_batches = train_b.n_batches()
     units = _kalman_units(train_set, spec.elements) if cfg.optimizer == "kalman" else (None, None)
-    optimizer, train_step = _training_fns(spec, loss_cfg, _optimizer_key(cfg), n_batches, units)
+    use_features = cfg.cache_features and features_apply(spec, loss_cfg, cfg.optimizer)
+    optimizer, train_step = _training_fns(spec, loss_cfg, _optimizer_key(cfg), n_batches, units, use_features)
     schedule = (make_schedule(cfg.learning_rate, cfg.schedule, max(1, cfg.epochs * n_batches),
                               cfg.warmup_epochs * n_batches) if cfg.optimizer != "kalman" else None)
 
@@ -412,6 +423,13 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
         epoch0, batch0, sums0, bad = 0, 0, {}, 0
 
     properties_fn = cached_properties_fn(spec, True, loss_cfg.uses_stress)
+    # the batches and the validation function of the epochs
+    train_src, val_src, epoch_properties_fn = train_b, val_b, properties_fn
+    if use_features:
+        train_src = FeatureBatcher(train_b, structure_features(spec, potential.params, train_b))
+        if val_b is not None:
+            val_src = FeatureBatcher(val_b, structure_features(spec, potential.params, val_b))
+        epoch_properties_fn = cached_feature_properties_fn(spec)
     prog = _Progress(progress, n_batches)
     t_start = time.monotonic()
     elements = spec.elements
@@ -439,7 +457,7 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
                 prog.start(epoch + 1, start)
                 for k in range(start, n_batches):
                     members = order[k * B:(k + 1) * B]
-                    new_state, m = train_step(state, train_b.batch(members))
+                    new_state, m = train_step(state, train_src.batch(members))
                     m = jax.device_get(m)
                     if not bool(m["finite"]):
                         names = ", ".join(train_set[int(i)].provenance for i in members)
@@ -471,7 +489,7 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
                 if loss_cfg.uses_stress:
                     rec["train_stress_rmse"] = sums.rmse_mev("stress")
                 if val_b is not None:
-                    vloss, vm, _ = _validate(properties_fn, state.params, val_b, loss_cfg, elements)
+                    vloss, vm, _ = _validate(epoch_properties_fn, state.params, val_src, loss_cfg, elements)
                     rec.update(val_loss=vloss, val_energy_rmse=vm["energy_rmse"],
                                val_energy_mae=vm["energy_mae"], val_force_rmse=vm["force_rmse"],
                                val_force_mae=vm["force_mae"])

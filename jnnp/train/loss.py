@@ -80,15 +80,17 @@ def combine_terms(terms: dict, cfg: LossConfig):
 
 
 def make_loss_fn(spec, cfg: LossConfig = LossConfig(), *, forces: bool | None = None,
-                 stress: bool | None = None):
+                 stress: bool | None = None, properties_fn=None):
     """``loss_fn(params, batch) -> (loss, (terms, predictions))``, pure and differentiable.
 
     ``forces``/``stress`` (default: whether their weight is > 0) select what is predicted;
     predictions include forces whenever they are computed, so metrics can use them.
+    ``properties_fn(params, batch) -> dict`` replaces `make_batch_properties_fn` (e.g. the
+    energies of cached-feature batches, `jnnp.train.features`).
     """
     forces = cfg.uses_forces if forces is None else forces
     stress = cfg.uses_stress if stress is None else stress
-    props = make_batch_properties_fn(spec, forces=forces, stress=stress)
+    props = properties_fn or make_batch_properties_fn(spec, forces=forces, stress=stress)
 
     def loss_fn(params, batch):
         pred = props(params, batch)

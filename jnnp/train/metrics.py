@@ -59,11 +59,12 @@ class ErrorAccumulator:
         self.s_ref, self.s_pred, self.s_sys = [], [], []
 
     def add(self, batch, pred) -> None:
-        """Add one batch (`jnnp.train.batch.Batch`) and its predictions (numpy or jax)."""
+        """Add one batch (`jnnp.train.batch.Batch`, or a `jnnp.train.features.FeatureBatch` with
+        energy predictions only) and its predictions (numpy or jax)."""
         e = np.asarray(pred["energy"], np.float64)
         f = np.asarray(pred["forces"], np.float64) if "forces" in pred else None
         st = np.asarray(pred["stress"], np.float64) if "stress" in pred else None
-        species = np.asarray(batch.graph.species)
+        species = np.asarray(batch.graph.species) if f is not None else None
         a0 = 0
         for k in range(batch.n_structures):
             if not batch.structure_mask[k]:

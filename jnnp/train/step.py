@@ -76,15 +76,16 @@ def _metrics(loss, terms, ok, grad_norm=None):
     return out
 
 
-def make_train_step(spec, optimizer, loss_cfg: LossConfig = LossConfig(), *, jit: bool = True):
+def make_train_step(spec, optimizer, loss_cfg: LossConfig = LossConfig(), *, jit: bool = True,
+                    properties_fn=None):
     """``train_step(state, batch) -> (state, metrics)`` for a gradient optimiser (optax).
 
     The loss (`jnnp.train.loss`) is passed to ``optimizer.update`` as ``value=`` (used by
     reduce-on-plateau). ``metrics``: ``loss``, ``finite``, ``grad_norm``, ``energy_mse``,
     ``force_mse``, ... (the loss *before* the update). Jitted by default (one compilation per
-    batch shape).
+    batch shape). ``properties_fn``: see `jnnp.train.loss.make_loss_fn`.
     """
-    loss_fn = make_loss_fn(spec, loss_cfg)
+    loss_fn = make_loss_fn(spec, loss_cfg, properties_fn=properties_fn)
     extra = isinstance(optimizer, optax.GradientTransformationExtraArgs)
 
     def train_step(state: TrainState, batch):

@@ -147,6 +147,17 @@ def test_rmd17_benchmark_runs_on_a_tiny_subset(in_repo, tmp_path, capsys):
     _bench("rmd17").main(["--molecules", "ethanol", "--results-dir", str(tmp_path), "--diagnose-only"])
     again = json.loads((tmp_path / "rmd17.json").read_text())["ethanol"]
     assert again == saved
+    # the committee evaluation agrees with the benchmark's own test errors; a committee of one
+    # model twice is that model
+    _bench("rmd17_committee").main(["ethanol", str(tmp_path / "run"), str(tmp_path / "run"),
+                                    "--results-dir", str(tmp_path)])
+    com = json.loads((tmp_path / "rmd17_committee.json").read_text())["ethanol"]
+    member = com["members"][0]
+    assert math.isclose(member["force_mae_meV_per_A"], saved["force_mae_meV_per_A"], rel_tol=1e-9)
+    assert math.isclose(member["energy_mae_meV"], saved["energy_mae_meV"], rel_tol=1e-9)
+    assert math.isclose(member["median_frame"], diag["force_mae_median_frame_meV_per_A"], rel_tol=1e-9)
+    assert math.isclose(com["committee"]["force_mae_meV_per_A"], member["force_mae_meV_per_A"], rel_tol=1e-12)
+    assert com["member_force_mae_std"] == 0.0 and "committee of 2" in capsys.readouterr().out
 
 
 @pytest.mark.slow

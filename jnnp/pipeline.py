@@ -96,7 +96,8 @@ def train_from_config(cfg: RunConfig, *, resume: bool = False, progress: bool = 
               f"elements {elements}; {spec.descriptor.n_features} symmetry functions per element; "
               f"network {spec.hidden}")
     per_system = cfg.data.split.per_system
-    pot, history = fit(pot, train, val, train_settings(cfg), run_dir, resume=resume, progress=progress,
+    settings = train_settings(cfg)
+    pot, history = fit(pot, train, val, settings, run_dir, resume=resume, progress=progress,
                        split=split.to_dict(), callback=callback,
                        systems=system_keys(val) if per_system else None)
     save_model(run_dir / "model", pot, metadata={"config": cfg.name, "elements": elements})
@@ -105,7 +106,7 @@ def train_from_config(cfg: RunConfig, *, resume: bool = False, progress: bool = 
     if test:
         # padded like the validation batches, so that their compiled program is reused
         summary["test"] = evaluate(pot, test, run_dir=run_dir, name="test",
-                                   batch_size=cfg.train.eval_batch_size or cfg.train.batch_size, like=val,
+                                   batch_size=settings.validation_batch_size, like=val,
                                    cache_dir=run_dir / "cache" if cfg.train.cache_graphs else None,
                                    systems=system_keys(test) if per_system else None)
         if progress:

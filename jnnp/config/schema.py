@@ -87,7 +87,7 @@ class TrainConfig(_Strict):
 
     epochs: PositiveInt = 100
     batch_size: PositiveInt = 8
-    optimizer: Literal["adam", "adamw", "kalman"] = "adam"
+    optimizer: Literal["adam", "adamw", "kalman", "lbfgs"] = "adam"
     learning_rate: PositiveFloat = 1e-3
     schedule: Literal["constant", "cosine", "plateau"] = "cosine"
     warmup_epochs: int = Field(0, ge=0)
@@ -105,6 +105,7 @@ class TrainConfig(_Strict):
     kalman_nu: float = Field(0.9987, gt=0.0, le=1.0, description="Kalman λ relaxation ν")
     kalman_epsilon: PositiveFloat = Field(0.01, description="Kalman covariance initialised to I/ε")
     kalman_forces_per_update: int = Field(8, ge=0, description="force components per Kalman update")
+    lbfgs_memory: PositiveInt = Field(10, description="L-BFGS history length (optimizer lbfgs, full batch)")
     normalize: bool = Field(True, description="fit reference energies, energy unit and SF scaling")
     refit_shifts: bool = Field(True, description="after training, refit the reference energies to the "
                                "trained model's per-atom energy errors on the training set")

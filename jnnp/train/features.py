@@ -102,6 +102,7 @@ class FeatureBatcher:
         self.features = features
         self.batch_size = batcher.batch_size
         self.n_features = tuple(f.shape[1] for f in features[0])
+        self._whole = None
 
     def __len__(self) -> int:
         return len(self.batcher)
@@ -113,8 +114,18 @@ class FeatureBatcher:
         return self.batcher.order(epoch, seed)
 
     def batch(self, members) -> FeatureBatch:
-        """The batch of the structures at positions ``members`` (at most ``batch_size``)."""
+        """The batch of the structures at positions ``members`` (at most ``batch_size``).
+
+        A batch of the whole set (full-batch optimisers) is built once, in index order (the loss
+        is a mean over structures, so their order changes nothing but rounding)."""
         members = [int(i) for i in members]
+        if len(members) == len(self) and len(set(members)) == len(self):
+            if self._whole is None:
+                self._whole = self._collate(sorted(members))
+            return self._whole
+        return self._collate(members)
+
+    def _collate(self, members) -> FeatureBatch:
         caps = self.batcher.sizer.sizes(members)["elements"]
         B = self.batch_size
         feats, slots, masks = [], [], []

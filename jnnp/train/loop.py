@@ -42,12 +42,16 @@ from jnnp.train.metrics import (ErrorAccumulator, plot_learning_curve, plot_pari
                                 write_json)
 from jnnp.train.normalize import energy_scale, normalize_potential, refit_shifts
 from jnnp.train.reference import fit_reference_energies
-from jnnp.train.optim import SCHEDULES, make_optimizer, make_schedule
+from jnnp.train.optim import SCHEDULES, make_lbfgs, make_optimizer, make_schedule
 from jnnp.train.step import TrainState, cached_properties_fn, init_train_state, make_train_step
 
 __all__ = ["TrainSettings", "History", "fit", "evaluate", "make_optimizer_for"]
 
-OPTIMIZERS = ("adam", "adamw", "kalman")
+OPTIMIZERS = ("adam", "adamw", "kalman", "lbfgs")
+# Passes over the data outside the training steps (normalisation, cached features, the final
+# refit) use batches of at most this many structures: a full-batch optimiser's single batch of
+# every training graph would be needlessly large.
+_PASS_BATCH = 64
 
 
 # The defaults live in one place, the YAML schema (`jnnp.config.schema.TrainConfig`, pydantic only,
@@ -61,8 +65,11 @@ class TrainSettings:
 
     Attributes:
         epochs, batch_size: passes over the training set; structures per batch.
-        optimizer: ``"adam"``, ``"adamw"`` or ``"kalman"`` (`jnnp.train.kalman`; one update per
-            batch, so use small batches, typically 1).
+        optimizer: ``"adam"``, ``"adamw"``, ``"kalman"`` (`jnnp.train.kalman`; one update per
+            batch, so use small batches, typically 1) or ``"lbfgs"`` (full-batch L-BFGS with a
+            line search, `jnnp.train.optim.make_lbfgs`: needs ``batch_size`` ≥ the number of
+            training structures; one update per epoch; best with cached features, i.e. energies
+            only; no learning rate or schedule).
         learning_rate, schedule, warmup_epochs, weight_decay, clip_norm: `jnnp.train.optim`.
         energy_weight, force_weight, stress_weight: `jnnp.train.loss.LossConfig`.
         patience: early-stopping patience [epochs].
@@ -71,12 +78,13 @@ class TrainSettings:
         plateau_factor, plateau_patience: reduce-on-plateau (``schedule="plateau"``), patience in
             epochs.
         kalman_lambda, kalman_nu, kalman_epsilon, kalman_forces_per_update: Kalman filter.
+        lbfgs_memory: L-BFGS history length.
         normalize: fit shifts, energy unit and SF scaling on the training set (fresh runs).
         refit_shifts: at the end, refit the reference energies of the best model to its energy
             errors on the training set (`jnnp.train.normalize.refit_shifts`; forces unchanged).
         energy_scale: ``"auto"``, ``"energy_std"``, ``"force_rms"`` or a number [eV]
             (`jnnp.train.normalize.normalize_potential`).
-        eval_batch_size: batch size for validation (default: batch_size).
+        eval_batch_size: batch size for validation (default: batch_size, at most 64).
         growth: capacity level ratio of padded batches (`jnnp.train.batch.BatchSizer`).
         cache_graphs: keep neighbour lists in ``run_dir/cache``.
         cache_features: when the loss has no force or stress term, no descriptor field is
@@ -107,6 +115,7 @@ class TrainSettings:
     kalman_nu: float = _DEFAULTS.kalman_nu
     kalman_epsilon: float = _DEFAULTS.kalman_epsilon
     kalman_forces_per_update: int = _DEFAULTS.kalman_forces_per_update
+    lbfgs_memory: int = _DEFAULTS.lbfgs_memory
     normalize: bool = _DEFAULTS.normalize
     refit_shifts: bool = _DEFAULTS.refit_shifts
     energy_scale: str | float = _DEFAULTS.energy_scale
@@ -123,6 +132,12 @@ class TrainSettings:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
         if self.epochs < 0 or self.batch_size < 1 or self.patience < 1:
             raise ValueError("need epochs >= 0, batch_size >= 1, patience >= 1")
+
+    @property
+    def validation_batch_size(self) -> int:
+        """``eval_batch_size``, else ``batch_size`` up to 64 (a full-batch optimiser's batch size
+        would pad the validation set into one huge batch)."""
+        return self.eval_batch_size or min(self.batch_size, _PASS_BATCH)
 
     @property
     def loss(self) -> LossConfig:
@@ -168,6 +183,8 @@ def make_optimizer_for(cfg: TrainSettings, steps_per_epoch: int):
     """The optax transformation named by ``cfg.optimizer`` (Kalman filter or optax chain)."""
     if cfg.optimizer == "kalman":
         return kalman_filter(cfg.kalman_lambda, cfg.kalman_nu, cfg.kalman_epsilon)
+    if cfg.optimizer == "lbfgs":
+        return make_lbfgs(cfg.lbfgs_memory)
     return make_optimizer(cfg.optimizer, cfg.learning_rate, schedule=cfg.schedule,
                           total_steps=max(1, cfg.epochs * steps_per_epoch),
                           warmup_steps=cfg.warmup_epochs * steps_per_epoch, weight_decay=cfg.weight_decay,
@@ -177,7 +194,7 @@ def make_optimizer_for(cfg: TrainSettings, steps_per_epoch: int):
 
 _OPTIMIZER_FIELDS = ("epochs", "optimizer", "learning_rate", "schedule", "warmup_epochs", "weight_decay",
                      "clip_norm", "seed", "plateau_factor", "plateau_patience", "kalman_lambda", "kalman_nu",
-                     "kalman_epsilon", "kalman_forces_per_update")
+                     "kalman_epsilon", "kalman_forces_per_update", "lbfgs_memory")
 
 
 def _optimizer_key(cfg: TrainSettings) -> tuple:
@@ -209,7 +226,7 @@ def _training_fns(spec, loss_cfg: LossConfig, opt_key: tuple, n_batches: int, un
                                       energy_unit=units[0], force_unit=units[1])
     else:
         props = make_feature_properties_fn(spec) if features else None
-        step = make_train_step(spec, optimizer, loss_cfg, properties_fn=props)
+        step = make_train_step(spec, optimizer, loss_cfg, properties_fn=props, linesearch=cfg.optimizer == "lbfgs")
     return optimizer, step
 
 
@@ -383,14 +400,19 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
     loss_cfg = cfg.loss
     cache = run_dir / "cache" if cfg.cache_graphs else None
     train_b = Batcher(spec, train_set, cfg.batch_size, cache_dir=cache, growth=cfg.growth, progress=progress)
-    val_b = (Batcher(spec, val_set, cfg.eval_batch_size or cfg.batch_size, cache_dir=cache, growth=cfg.growth)
+    val_b = (Batcher(spec, val_set, cfg.validation_batch_size, cache_dir=cache, growth=cfg.growth)
              if val_set else None)
     n_batches = train_b.n_batches()
+    if cfg.optimizer == "lbfgs" and n_batches != 1:
+        raise ValueError(f"optimizer 'lbfgs' is full-batch: set batch_size >= {len(train_set)} (the number of "
+                         f"training structures), got {cfg.batch_size}")
+    pass_b = (train_b if cfg.batch_size <= _PASS_BATCH else
+              Batcher(spec, train_set, _PASS_BATCH, graphs=train_b.graphs, growth=cfg.growth))
     units = _kalman_units(train_set, spec.elements) if cfg.optimizer == "kalman" else (None, None)
     use_features = cfg.cache_features and features_apply(spec, loss_cfg, cfg.optimizer)
     optimizer, train_step = _training_fns(spec, loss_cfg, _optimizer_key(cfg), n_batches, units, use_features)
     schedule = (make_schedule(cfg.learning_rate, cfg.schedule, max(1, cfg.epochs * n_batches),
-                              cfg.warmup_epochs * n_batches) if cfg.optimizer != "kalman" else None)
+                              cfg.warmup_epochs * n_batches) if cfg.optimizer in ("adam", "adamw") else None)
 
     # ---- initial or resumed state -----------------------------------------------------------
     if resume and checkpoint_exists(run_dir):
@@ -416,7 +438,7 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
         epoch0, batch0, sums0, bad = loop["epoch"], loop["batch"], loop["sums"], loop["bad_epochs"]
     else:
         if cfg.normalize:
-            potential = normalize_potential(potential, train_set, batcher=train_b, scale=cfg.energy_scale)
+            potential = normalize_potential(potential, train_set, batcher=pass_b, scale=cfg.energy_scale)
         state = init_train_state(potential.params, optimizer)
         best_params = state.params
         history = History()
@@ -426,7 +448,7 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
     # the batches and the validation function of the epochs
     train_src, val_src, epoch_properties_fn = train_b, val_b, properties_fn
     if use_features:
-        train_src = FeatureBatcher(train_b, structure_features(spec, potential.params, train_b))
+        train_src = FeatureBatcher(train_b, structure_features(spec, potential.params, pass_b))
         if val_b is not None:
             val_src = FeatureBatcher(val_b, structure_features(spec, potential.params, val_b))
         epoch_properties_fn = cached_feature_properties_fn(spec)
@@ -533,7 +555,7 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
         warnings.warn(stop, RuntimeWarning, stacklevel=2)
     best = potential.replace(params=jax.tree.map(np.asarray, best_params))
     if cfg.refit_shifts and stop != "interrupted":
-        best = refit_shifts(best, train_b)
+        best = refit_shifts(best, pass_b)
         save_model(run_dir / "model", best, metadata={"epoch": history.best_epoch, "shifts_refitted": True,
                                                        "loss": _jsonfloat(history.best_loss)})
     elif history.best_epoch == 0 and not (run_dir / "model" / "model.json").exists():
@@ -555,7 +577,8 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
 
 
 def _learning_rate(cfg: TrainSettings, schedule, state) -> float:
-    """Current learning rate (schedule × reduce-on-plateau scale); NaN for the Kalman filter."""
+    """Current learning rate (schedule × reduce-on-plateau scale); NaN for the Kalman filter and
+    L-BFGS."""
     if schedule is None:
         return math.nan
     lr = float(schedule(int(state.step)))

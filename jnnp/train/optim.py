@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import optax
 
-__all__ = ["SCHEDULES", "make_schedule", "make_optimizer"]
+__all__ = ["SCHEDULES", "make_schedule", "make_optimizer", "make_lbfgs"]
 
 SCHEDULES = ("constant", "cosine", "plateau")
 
@@ -73,3 +73,16 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *, schedule:
                                                      accumulation_size=plateau_accumulation,
                                                      min_scale=plateau_min_scale))
     return optax.chain(*parts)
+
+
+def make_lbfgs(memory_size: int = 10, max_linesearch_steps: int = 20) -> optax.GradientTransformationExtraArgs:
+    """Full-batch L-BFGS (`optax.lbfgs`) with a zoom line search (strong Wolfe conditions), the
+    quasi-Newton training of aenet's (BFGS) energy fits.
+
+    Deterministic objective only: one update per pass over the whole training set. ``update``
+    needs ``value=``, ``grad=`` and ``value_fn=`` (the loss as a function of the parameters), so
+    the line search can evaluate trial steps; `jnnp.train.step.make_train_step` passes them with
+    ``linesearch=True``. No learning rate: the line search sets the step.
+    """
+    return optax.lbfgs(memory_size=int(memory_size),
+                       linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=int(max_linesearch_steps)))

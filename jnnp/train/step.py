@@ -77,13 +77,15 @@ def _metrics(loss, terms, ok, grad_norm=None):
 
 
 def make_train_step(spec, optimizer, loss_cfg: LossConfig = LossConfig(), *, jit: bool = True,
-                    properties_fn=None):
+                    properties_fn=None, linesearch: bool = False):
     """``train_step(state, batch) -> (state, metrics)`` for a gradient optimiser (optax).
 
     The loss (`jnnp.train.loss`) is passed to ``optimizer.update`` as ``value=`` (used by
     reduce-on-plateau). ``metrics``: ``loss``, ``finite``, ``grad_norm``, ``energy_mse``,
     ``force_mse``, ... (the loss *before* the update). Jitted by default (one compilation per
-    batch shape). ``properties_fn``: see `jnnp.train.loss.make_loss_fn`.
+    batch shape). ``properties_fn``: see `jnnp.train.loss.make_loss_fn`. ``linesearch``: the
+    optimiser evaluates trial steps (`jnnp.train.optim.make_lbfgs`): ``update`` also gets
+    ``grad=`` and ``value_fn=`` (the loss of this batch as a function of the trainable parameters).
     """
     loss_fn = make_loss_fn(spec, loss_cfg, properties_fn=properties_fn)
     extra = isinstance(optimizer, optax.GradientTransformationExtraArgs)
@@ -95,7 +97,10 @@ def make_train_step(spec, optimizer, loss_cfg: LossConfig = LossConfig(), *, jit
             return loss_fn(merge_trainable(state.params, tr), batch)
 
         (loss, (terms, _)), grads = jax.value_and_grad(f, has_aux=True)(trainable)
-        if extra:
+        if linesearch:
+            updates, opt_state = optimizer.update(grads, state.opt_state, trainable, value=loss, grad=grads,
+                                                  value_fn=lambda tr: f(tr)[0])
+        elif extra:
             updates, opt_state = optimizer.update(grads, state.opt_state, trainable, value=loss)
         else:
             updates, opt_state = optimizer.update(grads, state.opt_state, trainable)

@@ -83,3 +83,27 @@ def test_cached_fit_equals_uncached_fit_and_resumes(tmp_path, potential, data):
     for a, b in zip(jax.tree.leaves(load_checkpoint(d)["potential"].params),
                     jax.tree.leaves(load_checkpoint(tmp_path / "cached")["potential"].params)):
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_lbfgs_is_full_batch_decreases_the_loss_and_resumes(tmp_path, potential, data):
+    train, val = data
+    cfg = dataclasses.replace(CFG, optimizer="lbfgs", batch_size=len(train), epochs=6, eval_batch_size=4)
+    with pytest.raises(ValueError, match="full-batch"):
+        fit(potential, train, val, dataclasses.replace(cfg, batch_size=4), tmp_path / "bad", progress=False)
+    best, hist = fit(potential, train, val, cfg, tmp_path / "ref", progress=False)
+    loss = hist.column("train_loss")
+    assert len(loss) == 6 and all(b <= a for a, b in zip(loss, loss[1:])) and loss[-1] < 0.5 * loss[0]
+    assert all(math.isnan(v) for v in hist.column("lr"))
+
+    def stop_after(epoch):
+        def cb(ev):
+            if ev["kind"] == "epoch" and ev["epoch"] == epoch:
+                raise KeyboardInterrupt
+        return cb
+
+    d = tmp_path / "resumed"
+    fit(potential, train, val, cfg, d, progress=False, callback=stop_after(3))
+    again, h2 = fit(potential, train, val, cfg, d, resume=True, progress=False)
+    assert h2.column("train_loss") == loss
+    for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(best.params)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))

@@ -52,7 +52,8 @@ def test_when_features_apply(spec):
     assert not features_apply(trainable, LossConfig(force_weight=0.0), "adam")
 
 
-def test_cached_fit_equals_uncached_fit_and_resumes(tmp_path, potential, data):
+def test_cached_fit_equals_uncached_fit_and_resumes(tmp_path, radial_potential, data):
+    potential = radial_potential
     cached, h_c = fit(potential, *data, CFG, tmp_path / "cached", progress=False)
     plain, h_p = fit(potential, *data, dataclasses.replace(CFG, cache_features=False), tmp_path / "plain",
                      progress=False)
@@ -85,7 +86,8 @@ def test_cached_fit_equals_uncached_fit_and_resumes(tmp_path, potential, data):
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_lbfgs_is_full_batch_decreases_the_loss_and_resumes(tmp_path, potential, data):
+def test_lbfgs_is_full_batch_decreases_the_loss_and_resumes(tmp_path, radial_potential, data):
+    potential = radial_potential
     train, val = data
     cfg = dataclasses.replace(CFG, optimizer="lbfgs", batch_size=len(train), epochs=6, eval_batch_size=4)
     with pytest.raises(ValueError, match="full-batch"):

@@ -111,7 +111,7 @@ class TrainConfig(_Strict):
                                "trained model's per-atom energy errors on the training set")
     energy_scale: Literal["auto", "energy_std", "force_rms"] | PositiveFloat = Field(
         "auto", description="energy unit of the network output: a rule or a number [eV]")
-    eval_batch_size: PositiveInt | None = Field(None, description="validation batch size (default batch_size)")
+    eval_batch_size: PositiveInt | None = Field(None, description="validation batch size (default batch_size, at most 64)")
     growth: float = Field(1.25, gt=1.0, description="capacity ratio between padded batch shapes")
     cache_graphs: bool = Field(True, description="keep neighbour lists in run_dir/cache")
     cache_features: bool = Field(True, description="energy-only training: compute the symmetry functions "

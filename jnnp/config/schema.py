@@ -96,6 +96,8 @@ class TrainConfig(_Strict):
     force_weight: float = Field(10.0, ge=0.0)
     stress_weight: float = Field(0.0, ge=0.0)
     clip_norm: float | None = Field(10.0, gt=0.0)
+    ema_decay: float | None = Field(None, ge=0.0, lt=1.0, description="validate and keep an exponential "
+                                    "moving average of the weights with this decay, e.g. 0.99 (adam/adamw)")
     patience: PositiveInt = 50
     seed: int = 0
     max_time_s: float | None = Field(None, gt=0.0, description="stop training after this wall time")

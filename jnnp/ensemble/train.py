@@ -18,8 +18,8 @@ parameters per member by validation loss (training loss without a validation set
 when *every* member has gone ``patience`` epochs without improvement, an optional time limit
 (checked after each epoch),
 and a non-finite guard per member (a member whose loss or gradient becomes NaN/inf is frozen at
-its last good state and reported; the others go on). Not offered: the Kalman filter, resuming
-from a checkpoint.
+its last good state and reported; the others go on). Not offered: the Kalman filter, weight
+averaging (``ema_decay``), resuming from a checkpoint.
 """
 
 from __future__ import annotations
@@ -230,6 +230,10 @@ def train_members(spec, params, hp: dict, train_set, val_set=None, cfg: TrainSet
         (best stacked parameters (host numpy leaves), `MemberHistory`).
     """
     cfg = TrainSettings() if cfg is None else cfg
+    if cfg.ema_decay is not None:
+        # the members' learning-rate factors scale the updates after the optimiser, which the
+        # weight average inside the optimiser would not see
+        raise ValueError("train.ema_decay is not offered for vmapped members (sweeps, committees)")
     if cfg.optimizer == "kalman":
         raise ValueError("vectorised training supports the gradient optimisers 'adam' and 'adamw', "
                          "not 'kalman'")

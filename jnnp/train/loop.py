@@ -42,8 +42,9 @@ from jnnp.train.metrics import (ErrorAccumulator, plot_learning_curve, plot_pari
                                 write_json)
 from jnnp.train.normalize import energy_scale, normalize_potential, refit_shifts
 from jnnp.train.reference import fit_reference_energies
-from jnnp.train.optim import SCHEDULES, make_lbfgs, make_optimizer, make_schedule
-from jnnp.train.step import TrainState, cached_properties_fn, init_train_state, make_train_step
+from jnnp.train.optim import SCHEDULES, make_lbfgs, make_optimizer, make_schedule, plateau_scale
+from jnnp.train.step import (TrainState, cached_properties_fn, evaluation_params, init_train_state,
+                             make_train_step)
 
 __all__ = ["TrainSettings", "History", "fit", "evaluate", "make_optimizer_for"]
 
@@ -71,6 +72,8 @@ class TrainSettings:
             training structures; one update per epoch; best with cached features, i.e. energies
             only; no learning rate or schedule).
         learning_rate, schedule, warmup_epochs, weight_decay, clip_norm: `jnnp.train.optim`.
+        ema_decay: validate, keep and return an exponential moving average of the weights
+            (`jnnp.train.optim.params_ema`; adam/adamw only), None to use the last step's.
         energy_weight, force_weight, stress_weight: `jnnp.train.loss.LossConfig`.
         patience: early-stopping patience [epochs].
         seed: shuffling (and Kalman force-row selection) seed.
@@ -106,6 +109,7 @@ class TrainSettings:
     force_weight: float = _DEFAULTS.force_weight
     stress_weight: float = _DEFAULTS.stress_weight
     clip_norm: float | None = _DEFAULTS.clip_norm
+    ema_decay: float | None = _DEFAULTS.ema_decay
     patience: int = _DEFAULTS.patience
     seed: int = _DEFAULTS.seed
     max_time_s: float | None = _DEFAULTS.max_time_s
@@ -132,6 +136,8 @@ class TrainSettings:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
         if self.epochs < 0 or self.batch_size < 1 or self.patience < 1:
             raise ValueError("need epochs >= 0, batch_size >= 1, patience >= 1")
+        if self.ema_decay is not None and self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"ema_decay applies to the adam and adamw optimizers, not {self.optimizer!r}")
 
     @property
     def validation_batch_size(self) -> int:
@@ -189,11 +195,12 @@ def make_optimizer_for(cfg: TrainSettings, steps_per_epoch: int):
                           total_steps=max(1, cfg.epochs * steps_per_epoch),
                           warmup_steps=cfg.warmup_epochs * steps_per_epoch, weight_decay=cfg.weight_decay,
                           clip_norm=cfg.clip_norm, plateau_factor=cfg.plateau_factor,
-                          plateau_patience=cfg.plateau_patience, plateau_accumulation=max(1, steps_per_epoch))
+                          plateau_patience=cfg.plateau_patience, plateau_accumulation=max(1, steps_per_epoch),
+                          ema_decay=cfg.ema_decay)
 
 
 _OPTIMIZER_FIELDS = ("epochs", "optimizer", "learning_rate", "schedule", "warmup_epochs", "weight_decay",
-                     "clip_norm", "seed", "plateau_factor", "plateau_patience", "kalman_lambda", "kalman_nu",
+                     "clip_norm", "ema_decay", "seed", "plateau_factor", "plateau_patience", "kalman_lambda", "kalman_nu",
                      "kalman_epsilon", "kalman_forces_per_update", "lbfgs_memory")
 
 
@@ -510,8 +517,9 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
                        "train_force_rmse": sums.rmse_mev("force")}
                 if loss_cfg.uses_stress:
                     rec["train_stress_rmse"] = sums.rmse_mev("stress")
+                eval_params = evaluation_params(state)
                 if val_b is not None:
-                    vloss, vm, _ = _validate(epoch_properties_fn, state.params, val_src, loss_cfg, elements)
+                    vloss, vm, _ = _validate(epoch_properties_fn, eval_params, val_src, loss_cfg, elements)
                     rec.update(val_loss=vloss, val_energy_rmse=vm["energy_rmse"],
                                val_energy_mae=vm["energy_mae"], val_force_rmse=vm["force_rmse"],
                                val_force_mae=vm["force_mae"])
@@ -525,7 +533,7 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
                 improved = math.isfinite(score) and score < history.best_loss
                 if improved:
                     history.best_loss, history.best_epoch = score, epoch + 1
-                    best_params = state.params
+                    best_params = eval_params
                     bad = 0
                     save_model(run_dir / "model", potential.replace(params=best_params),
                                metadata={"epoch": epoch + 1, "loss": score})
@@ -581,10 +589,7 @@ def _learning_rate(cfg: TrainSettings, schedule, state) -> float:
     L-BFGS."""
     if schedule is None:
         return math.nan
-    lr = float(schedule(int(state.step)))
-    if cfg.schedule == "plateau":
-        lr *= float(state.opt_state[-1].scale)
-    return lr
+    return float(schedule(int(state.step))) * float(plateau_scale(state.opt_state))
 
 
 def _epoch_line(rec: dict) -> str:

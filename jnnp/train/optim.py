@@ -1,6 +1,7 @@
 """Gradient optimisers as optax chains: clip → Adam/AdamW with a learning-rate schedule.
 
     clip_by_global_norm(clip_norm) → adam | adamw(weight_decay) [lr schedule] → reduce_on_plateau
+        → params_ema(ema_decay)
 
 Schedules (``schedule``):
 
@@ -11,15 +12,26 @@ Schedules (``schedule``):
   over ``plateau_accumulation`` steps, e.g. one epoch) has not improved for ``plateau_patience``
   such averages.
 
+``params_ema`` (optional, last) changes no update: it keeps an exponential moving average of the
+parameters in the optimiser state (Polyak averaging, as NequIP's and MACE's ``ema``), which
+`ema_params` reads back; the training loop validates and saves the averaged parameters. At a
+high learning rate the averaged weights are far less noisy than the last step's, so the best
+epoch chosen on a small validation set is not just a lucky one.
+
 All returned transformations accept (and, except for the plateau, ignore) a ``value=`` keyword in
 ``update``, so a train step can always pass the loss.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
 import optax
 
-__all__ = ["SCHEDULES", "make_schedule", "make_optimizer", "make_lbfgs"]
+__all__ = ["SCHEDULES", "make_schedule", "make_optimizer", "make_lbfgs", "params_ema", "ema_params",
+           "plateau_scale"]
 
 SCHEDULES = ("constant", "cosine", "plateau")
 
@@ -46,8 +58,8 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *, schedule:
                    clip_norm: float | None = 10.0, final_fraction: float = 0.01,
                    plateau_factor: float = 0.5, plateau_patience: int = 10,
                    plateau_accumulation: int = 1, plateau_min_scale: float = 1e-3,
-                   b1: float = 0.9, b2: float = 0.999,
-                   eps: float = 1e-8) -> optax.GradientTransformationExtraArgs:
+                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                   ema_decay: float | None = None) -> optax.GradientTransformationExtraArgs:
     """The optax chain for first-order training (``name`` ``"adam"`` or ``"adamw"``).
 
     Args:
@@ -56,6 +68,8 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *, schedule:
         schedule, total_steps, warmup_steps, final_fraction: see `make_schedule`.
         clip_norm: global-norm gradient clipping threshold, None for none.
         plateau_*: `optax.contrib.reduce_on_plateau` settings (``schedule="plateau"``).
+        ema_decay: keep an exponential moving average of the parameters (`params_ema`), None
+            for none.
     """
     if name not in ("adam", "adamw"):
         raise ValueError(f"unknown optimizer {name!r} for make_optimizer; expected 'adam' or 'adamw' "
@@ -72,7 +86,62 @@ def make_optimizer(name: str = "adam", learning_rate: float = 1e-3, *, schedule:
         parts.append(optax.contrib.reduce_on_plateau(factor=plateau_factor, patience=plateau_patience,
                                                      accumulation_size=plateau_accumulation,
                                                      min_scale=plateau_min_scale))
+    if ema_decay is not None:
+        parts.append(params_ema(ema_decay))
     return optax.chain(*parts)
+
+
+class ParamsEmaState(NamedTuple):
+    """``count`` () int32 updates seen; ``ema_params`` the averaged parameters (the tree that
+    ``init`` got)."""
+
+    count: jnp.ndarray
+    ema_params: optax.Params
+
+
+def params_ema(decay: float) -> optax.GradientTransformation:
+    """Exponential moving average of the parameters; the updates pass through unchanged.
+
+    After the update that yields parameters p_t (t = 1, 2, ...), the average becomes
+    a_t = d_t a_{t−1} + (1 − d_t) p_t with a_0 = p_0 and d_t = min(decay, (1 + t)/(10 + t)): the
+    short memory of the first steps (torch_ema's ``use_num_updates``) keeps the average from
+    dwelling on the random initial weights. Must be the last link of a chain, so that it sees the
+    final updates; ``update`` needs ``params``. Read the average with `ema_params`.
+
+    Raises:
+        ValueError: decay outside [0, 1).
+    """
+    decay = float(decay)
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
+
+    def init(params):
+        return ParamsEmaState(count=jnp.zeros((), jnp.int32), ema_params=jax.tree.map(jnp.asarray, params))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("params_ema needs the parameters in update(updates, state, params)")
+        count = state.count + 1
+        t = count.astype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+        d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+        new = optax.apply_updates(params, updates)
+        ema = jax.tree.map(lambda a, p: (d * a + (1.0 - d) * p).astype(a.dtype), state.ema_params, new)
+        return updates, ParamsEmaState(count=count, ema_params=ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def ema_params(opt_state):
+    """The averaged parameters kept by `params_ema` in ``opt_state`` (any chain), else None."""
+    found = optax.tree.get_all_with_path(opt_state, "ema_params")
+    return found[0][1] if found else None
+
+
+def plateau_scale(opt_state) -> float | jnp.ndarray:
+    """Learning-rate scale of the reduce-on-plateau link in ``opt_state`` (1.0 without one;
+    per member for vmapped states)."""
+    found = optax.tree.get_all_with_path(opt_state, "scale")
+    return found[0][1] if found else 1.0
 
 
 def make_lbfgs(memory_size: int = 10, max_linesearch_steps: int = 20) -> optax.GradientTransformationExtraArgs:

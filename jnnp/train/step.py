@@ -22,9 +22,10 @@ from flax import struct
 
 from jnnp.train.batch import make_batch_properties_fn
 from jnnp.train.loss import LossConfig, combine_terms, loss_terms, make_loss_fn
+from jnnp.train.optim import ema_params
 
 __all__ = ["TrainState", "trainable_params", "merge_trainable", "init_train_state", "make_train_step",
-           "make_eval_step", "cached_eval_step", "cached_properties_fn", "predict", "tree_all_finite",
+           "evaluation_params", "make_eval_step", "cached_eval_step", "cached_properties_fn", "predict", "tree_all_finite",
            "select_finite"]
 
 
@@ -55,6 +56,14 @@ def init_train_state(params: dict, optimizer) -> TrainState:
     params = jax.tree.map(jnp.asarray, params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(trainable_params(params)))
+
+
+def evaluation_params(state: TrainState) -> dict:
+    """The parameters to validate and keep: with an optimiser that averages the weights
+    (`jnnp.train.optim.params_ema`) the averaged trainable subtree, else ``state.params``.
+    Works on vmapped (per-member) states too."""
+    ema = ema_params(state.opt_state)
+    return state.params if ema is None else merge_trainable(state.params, ema)
 
 
 def tree_all_finite(tree):

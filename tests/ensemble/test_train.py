@@ -145,3 +145,10 @@ def test_member_grid_and_masks():
     assert len({tuple(m) for m in masks[:3]}) == 3  # different seeds, different subsets
     arr = member_arrays(grid, reference_lr=2e-3)
     assert np.allclose(arr["lr_scale"], 0.5) and arr["force_weight"].tolist() == [1, 1, 1, 10, 10, 10]
+
+
+def test_weight_average_is_refused_for_members():
+    """The members' learning-rate factors act after the optimiser, where an average kept inside
+    it would not see them: refused with a message naming the key."""
+    with pytest.raises(ValueError, match="ema_decay"):
+        train_members(None, None, {}, [], cfg=TrainSettings(ema_decay=0.9))

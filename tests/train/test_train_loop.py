@@ -148,7 +148,34 @@ def test_evaluate_helper(tmp_path, reference_run, data):
     assert m["energy_rmse"] == pytest.approx(np.sqrt(np.mean(e**2)), rel=1e-10)
 
 
+def test_fit_with_weight_average(tmp_path, radial_potential, data):
+    """With ``ema_decay`` the validation scores and the kept model are the averaged weights, not
+    the last step's; an interrupted and resumed run still equals the uninterrupted one."""
+    cfg = TrainSettings(**{**CFG.to_dict(), "ema_decay": 0.9, "refit_shifts": False})
+    best, hist = fit(radial_potential, *data, cfg, tmp_path / "a", progress=False)
+    ck = load_checkpoint(tmp_path / "a")
+    kept = best.replace(params=jax.tree.unflatten(jax.tree.structure(best.params),
+                                                  jax.tree.leaves(ck["extra"]["best_params"])))
+    assert _same_tree(kept.params, best.params)
+    val_loss = evaluate(best, data[1], batch_size=4, loss=cfg.loss, plots=False)["loss"]
+    assert val_loss == pytest.approx(hist[hist.best_epoch - 1]["val_loss"], rel=1e-10)
+    last = ck["potential"].params["networks"]
+    if hist.best_epoch == len(hist):     # the kept weights are the average, not the iterate
+        assert not _same_tree(last, best.params["networks"])
+
+    def raise_at(ev):
+        if ev["kind"] == "step" and (ev["epoch"], ev["batch"]) == (2, 2):
+            raise KeyboardInterrupt
+
+    fit(radial_potential, *data, cfg, tmp_path / "b", progress=False, callback=raise_at)
+    resumed, h2 = fit(radial_potential, *data, cfg, tmp_path / "b", resume=True, progress=False)
+    assert h2.column("val_loss") == hist.column("val_loss")
+    assert _same_tree(resumed.params, best.params)
+
+
 def test_settings_validation():
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainSettings(optimizer="kalman", ema_decay=0.99)
     with pytest.raises(ValueError):
         TrainSettings(optimizer="sgd")
     with pytest.raises(ValueError):

@@ -9,7 +9,7 @@ import pytest
 from jnnp.data.structure import Structure
 from jnnp.train.batch import Batcher
 from jnnp.train.loss import LossConfig, combine_terms, loss_terms
-from jnnp.train.optim import make_optimizer, make_schedule
+from jnnp.train.optim import ema_params, make_optimizer, make_schedule, params_ema, plateau_scale
 
 
 def _batch(ethanol, spec):
@@ -106,3 +106,38 @@ def test_reduce_on_plateau_lowers_scale():
     for _ in range(10):
         state = update(state)   # the loss never improves
     assert float(state[-1].scale) < 1.0
+
+
+def test_params_ema_is_the_moving_average_of_the_iterates():
+    """The averaged weights kept in the optimiser state follow a_t = d_t a_{t-1} + (1 - d_t) p_t
+    (d_t = min(decay, (1 + t)/(10 + t)), a_0 = p_0), recomputed here from the iterates; the
+    iterates themselves are those of the same chain without the average."""
+    target = jnp.array([1.0, -2.0, 3.0])
+    loss = lambda p: jnp.sum((p["w"] - target) ** 2)
+
+    def run(opt, n=40):
+        params = {"w": jnp.array([0.5, 0.0, -1.0])}
+        state = opt.init(params)
+        iterates = [np.asarray(params["w"])]
+        for _ in range(n):
+            val, g = jax.value_and_grad(loss)(params)
+            upd, state = opt.update(g, state, params, value=val)
+            params = optax.apply_updates(params, upd)
+            iterates.append(np.asarray(params["w"]))
+        return iterates, state
+
+    kw = dict(schedule="plateau", plateau_patience=2, clip_norm=1.0)
+    plain, plain_state = run(make_optimizer("adam", 0.1, **kw))
+    averaged, state = run(make_optimizer("adam", 0.1, ema_decay=0.8, **kw))
+    np.testing.assert_array_equal(np.stack(plain), np.stack(averaged))
+    a = plain[0]
+    for t, p in enumerate(plain[1:], start=1):
+        d = min(0.8, (1 + t) / (10 + t))
+        a = d * a + (1 - d) * p
+    np.testing.assert_allclose(np.asarray(ema_params(state)["w"]), a, rtol=1e-12)
+    assert not np.allclose(a, plain[-1])
+    assert ema_params(plain_state) is None
+    assert float(plateau_scale(state)) == float(plateau_scale(plain_state)) == float(plain_state[-1].scale)
+    assert plateau_scale(make_optimizer("adam", 0.1).init({"w": jnp.zeros(2)})) == 1.0
+    with pytest.raises(ValueError, match="ema_decay"):
+        params_ema(1.0)

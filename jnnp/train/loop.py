@@ -6,7 +6,8 @@
 * Fresh runs first normalise the potential on the training split (`jnnp.train.normalize`:
   reference energies, energy unit, symmetry-function scaling) unless ``normalize=False``.
 * Validation after every epoch; the best parameters (lowest validation loss, or training loss
-  without a validation set) are kept, saved as a model (``run_dir/model/``) and returned.
+  without a validation set) are kept, saved as a model (``run_dir/model/``) and returned. With
+  ``ema_decay`` the parameters validated and kept are the moving average of the weights.
 * Early stopping after ``patience`` epochs without improvement; optional wall-time limit.
 * Non-finite loss or gradients: the update is skipped, training stops with a message naming the
   batch's structures, and the last good checkpoint is left untouched.

@@ -122,7 +122,7 @@ def params_ema(decay: float) -> optax.GradientTransformation:
         if params is None:
             raise ValueError("params_ema needs the parameters in update(updates, state, params)")
         count = state.count + 1
-        t = count.astype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+        t = count.astype(jnp.result_type(float))
         d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
         new = optax.apply_updates(params, updates)
         ema = jax.tree.map(lambda a, p: (d * a + (1.0 - d) * p).astype(a.dtype), state.ema_params, new)

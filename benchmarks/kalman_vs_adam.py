@@ -127,7 +127,7 @@ def compare(config=CONFIG, overrides=(), *, optimizers=tuple(OPTIMIZERS), budget
         raise ValueError(f"{config}: the comparison needs a validation split (data.split.validation > 0)")
     elements = sorted({int(z) for s in train + val for z in s.numbers})
     dtype = jax.numpy.float64 if cfg.model.precision == "float64" else jax.numpy.float32
-    spec = build_potential_spec(cfg, elements)
+    spec = build_potential_spec(cfg, elements, train)
     potential = init_potential(spec, jax.random.PRNGKey(cfg.train.seed), dtype=dtype)
     run_root = Path(run_dir or cfg.run_dir)
     machine = machine_info()

@@ -49,7 +49,7 @@ def main():
                                     "data.split={validation: 0.0, test: 0.0, seed: 0}", "data.test_path=null"])
     structures = load_data(cfg)[0]
     elements = sorted({int(z) for s in structures for z in s.numbers})
-    spec = build_potential_spec(cfg, elements)
+    spec = build_potential_spec(cfg, elements, structures)
     dtype = jnp.float32 if args.float32 else (jnp.float64 if cfg.model.precision == "float64" else jnp.float32)
     params = init_potential(spec, jax.random.PRNGKey(0), dtype=dtype).params
     # The flag is read where the energy function is built; patched here for this process only.

@@ -44,8 +44,10 @@ def load_data(cfg: RunConfig):
     return list(train), list(val), list(test), split
 
 
-def build_potential_spec(cfg: RunConfig, elements) -> PotentialSpec:
-    """PotentialSpec from the model section: a descriptor grid for ``elements`` or an n2p2 set."""
+def build_potential_spec(cfg: RunConfig, elements, train=None) -> PotentialSpec:
+    """PotentialSpec from the model section: a descriptor grid for ``elements``, an n2p2 set, or
+    (``descriptor.select``) the functions of the grid chosen on the training structures ``train``
+    by CUR / farthest-point sampling (deterministic: the same training data give the same set)."""
     m = cfg.model
     dc = m.descriptor
     if dc.kind == "n2p2":
@@ -53,12 +55,33 @@ def build_potential_spec(cfg: RunConfig, elements) -> PotentialSpec:
 
         desc = parse_input_nn(dc.input_nn, dc.length_unit or "angstrom", "eV")[0].descriptor
     else:
-        desc = symmetry_function_grid(elements, dc.cutoff, n_radial=dc.n_radial, radial_mode=dc.radial_mode,
+        modes = dc.radial_mode if isinstance(dc.radial_mode, str) else tuple(dc.radial_mode)
+        desc = symmetry_function_grid(elements, dc.cutoff, n_radial=dc.n_radial, radial_mode=modes,
                                       r_min=dc.r_min, angular_eta=tuple(dc.angular_eta), zeta=tuple(dc.zeta),
                                       lambdas=tuple(dc.lambdas), angular_type=dc.angular_type,
                                       angular_cutoff=dc.angular_cutoff, cutoff_type=dc.cutoff_type)
+        if dc.select is not None:
+            desc = _select_from_pool(desc, dc, train)
     acts = (m.activation,) * len(m.hidden) + ("l",)
     return PotentialSpec(descriptor=desc, hidden=tuple(m.hidden), activations=acts, scaling=m.scaling)
+
+
+def _select_from_pool(pool, dc, train):
+    """``dc.select_n`` functions per element of ``pool`` by ``dc.select`` on the atoms of the
+    training structures (``dc.select_frames`` of them, evenly spaced)."""
+    from jnnp.hyper.select import feature_matrix, select_functions
+
+    if not train:
+        raise ValueError("model.descriptor.select chooses functions on the training structures: "
+                         "pass them to build_potential_spec (train=...)")
+    too_many = [z for z, n in zip(pool.elements, pool.n_features) if dc.select_n > n]
+    if too_many:
+        raise ValueError(f"model.descriptor.select_n = {dc.select_n} exceeds the grid's "
+                         f"{dict(zip(pool.elements, pool.n_features))} functions per element")
+    frames = list(train)
+    if dc.select_frames is not None and dc.select_frames < len(frames):
+        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, dc.select_frames).round().astype(int)]
+    return select_functions(pool, feature_matrix(pool, frames), dc.select_n, dc.select)[0]
 
 
 def train_settings(cfg: RunConfig):
@@ -89,7 +112,7 @@ def train_from_config(cfg: RunConfig, *, resume: bool = False, progress: bool = 
     train, val, test, split = load_data(cfg)
     (run_dir / "split.json").write_text(json.dumps(split.to_dict()))
     elements = sorted({int(z) for s in train + val + test for z in s.numbers})
-    spec = build_potential_spec(cfg, elements)
+    spec = build_potential_spec(cfg, elements, train)
     pot = init_potential(spec, jax.random.PRNGKey(cfg.train.seed), dtype=dtype)
     if progress:
         print(f"data: {len(train)} train / {len(val)} validation / {len(test)} test structures; "

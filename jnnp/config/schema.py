@@ -57,7 +57,8 @@ class DescriptorConfig(_Strict):
                                                  "(default: cutoff); a shorter one means far fewer triplets")
     cutoff_type: str | int = "poly2"
     n_radial: PositiveInt = 8
-    radial_mode: Literal["shifted", "centered"] = "shifted"
+    radial_mode: Literal["shifted", "centered"] | list[Literal["shifted", "centered"]] = Field(
+        "shifted", description="radial grid rule, or a list: the union of their grids (a pool to select from)")
     r_min: float = Field(0.5, ge=0.0)
     angular_eta: list[float] = Field(default_factory=lambda: [0.01, 0.05])
     zeta: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0])
@@ -65,11 +66,19 @@ class DescriptorConfig(_Strict):
     angular_type: Literal[3, 9] = 9
     input_nn: str | None = None
     length_unit: str | None = None
+    select: Literal["cur", "fps"] | None = Field(
+        None, description="keep select_n functions per element of the grid, chosen by CUR or farthest-point "
+        "sampling on the atoms of the training structures (jnnp.hyper.select)")
+    select_n: PositiveInt | None = Field(None, description="functions per element to keep (with select)")
+    select_frames: PositiveInt | None = Field(
+        None, description="with select: use this many training structures, evenly spaced (default all)")
 
     @model_validator(mode="after")
     def _n2p2_needs_file(self):
         if self.kind == "n2p2" and not self.input_nn:
             raise ValueError("kind 'n2p2' needs input_nn (path to an n2p2 input.nn)")
+        if self.select is not None and (self.kind != "grid" or self.select_n is None):
+            raise ValueError("select needs kind 'grid' (the pool) and select_n (functions per element to keep)")
         return self
 
 

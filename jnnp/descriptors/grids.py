@@ -68,7 +68,7 @@ def angular_grid(etas=(0.01, 0.05), zetas=(1.0, 2.0, 4.0, 16.0), lambdas=(-1.0, 
 
 
 def symmetry_function_grid(elements, cutoff: float = 5.0, *, n_radial: int = 8,
-                           radial_mode: str = "shifted", r_min: float = 0.5,
+                           radial_mode: str | tuple[str, ...] = "shifted", r_min: float = 0.5,
                            angular_eta=(0.01, 0.05), zeta=(1.0, 2.0, 4.0, 16.0), lambdas=(-1.0, 1.0),
                            angular_type: int = 9, angular_cutoff: float | None = None,
                            cutoff_type="poly2", cutoff_alpha: float = 0.0,
@@ -79,7 +79,9 @@ def symmetry_function_grid(elements, cutoff: float = 5.0, *, n_radial: int = 8,
         elements: atomic numbers (any order; the spec sorts them).
         cutoff: cutoff radius r_c of every function [Å].
         n_radial: radial functions per (centre, neighbour) element pair.
-        radial_mode: ``"shifted"`` or ``"centered"`` (module docstring).
+        radial_mode: ``"shifted"`` or ``"centered"`` (module docstring), or several of them: the
+            union of their grids (each (η, r_s) once), e.g. a candidate pool
+            for `jnnp.hyper.select`.
         r_min: innermost grid point [Å] (about the shortest bond length).
         angular_eta, zeta, lambdas: angular grid; one function per (e1 ≤ e2) neighbour pair and
             per combination (n_eta · n_zeta · n_lambda of them).
@@ -100,7 +102,9 @@ def symmetry_function_grid(elements, cutoff: float = 5.0, *, n_radial: int = 8,
         raise ValueError(f"angular_type must be 3 or 9, got {angular_type}")
     rc = float(cutoff)
     rca = rc if angular_cutoff is None else float(angular_cutoff)
-    radial = radial_grid(n_radial, float(r_min), rc, radial_mode) if n_radial else []
+    modes = [radial_mode] if isinstance(radial_mode, str) else list(radial_mode)
+    radial = list(dict.fromkeys(p for mode in modes for p in radial_grid(n_radial, float(r_min), rc, mode))
+                  ) if n_radial else []
     ang = angular_grid(angular_eta, zeta, lambdas) if angular else []
     funcs = []
     for c in elements:

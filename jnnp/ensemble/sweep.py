@@ -63,7 +63,7 @@ def prepare_members(run_cfg, members_fn, *, progress: bool = True) -> MembersRun
     train, val, test, split = load_data(run_cfg)
     (run_dir / "split.json").write_text(json.dumps(split.to_dict()))
     elements = sorted({int(z) for s in train + val + test for z in s.numbers})
-    spec = build_potential_spec(run_cfg, elements)
+    spec = build_potential_spec(run_cfg, elements, train)
     settings = train_settings(run_cfg)
     members = list(members_fn(settings))
     masks = subset_masks(members, len(train))

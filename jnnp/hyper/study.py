@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import itertools
 import math
 import time
 from pathlib import Path
@@ -42,9 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jnnp.descriptors.cutoff import cutoff_type_number
-from jnnp.descriptors.grids import angular_grid, radial_grid, symmetry_function_grid
-from jnnp.descriptors.spec import DescriptorSpec, SymFunc
+from jnnp.descriptors.grids import symmetry_function_grid
+from jnnp.descriptors.spec import DescriptorSpec
 from jnnp.hyper.config import HyperStudyConfig
 from jnnp.hyper.param import FieldTransform, SFParameterization
 from jnnp.model.potential import PotentialSpec, init_potential
@@ -75,22 +73,13 @@ def grid_spec(cfg: HyperStudyConfig, elements, radial_mode: str | None = None) -
 
 
 def pool_spec(cfg: HyperStudyConfig, elements) -> DescriptorSpec:
-    """The candidate pool: radial grids of every mode in ``pool.radial_modes`` and the angular
-    product grid, at the grid's cutoffs (duplicates removed)."""
+    """The candidate pool: radial grids of every mode in ``pool.radial_modes`` (each (η, r_s)
+    once) and the angular product grid, at the grid's cutoffs."""
     g, p = cfg.grid, cfg.pool
-    elements = sorted({int(z) for z in elements})
-    rc = float(g.cutoff)
-    rca = float(g.angular_cutoff or g.cutoff)
-    radial = {pair for mode in p.radial_modes for pair in radial_grid(p.n_radial, p.r_min, rc, mode)}
-    funcs = []
-    for c in elements:
-        for e in elements:
-            funcs += [SymFunc(2, c, (e,), rc, eta=eta, rs=rs) for eta, rs in sorted(radial)]
-        if g.angular:
-            for e1, e2 in itertools.combinations_with_replacement(elements, 2):
-                funcs += [SymFunc(g.angular_type, c, (e1, e2), rca, eta=eta, zeta=z, lam=lam)
-                          for eta, z, lam in angular_grid(p.angular_eta, p.zeta, p.lambdas)]
-    return DescriptorSpec.from_functions(elements, funcs, cutoff_type=cutoff_type_number(g.cutoff_type))
+    return symmetry_function_grid(elements, g.cutoff, n_radial=p.n_radial, radial_mode=tuple(p.radial_modes),
+                                  r_min=p.r_min, angular_eta=tuple(p.angular_eta), zeta=tuple(p.zeta),
+                                  lambdas=tuple(p.lambdas), angular_type=g.angular_type,
+                                  angular_cutoff=g.angular_cutoff, cutoff_type=g.cutoff_type, angular=g.angular)
 
 
 def potential_spec(cfg: HyperStudyConfig, desc: DescriptorSpec) -> PotentialSpec:

@@ -64,3 +64,43 @@ def test_select_functions_returns_smaller_spec_from_a_pool():
         select_functions(pool, X, 3, "random")
     with pytest.raises(ValueError, match="cannot select"):
         select_functions(pool, X, 10_000, "cur")
+
+
+def test_run_config_selects_its_descriptor_on_the_training_structures():
+    """``model.descriptor.select``: the run keeps select_n functions per element of the grid (the
+    pool), chosen on its training structures; the constant O–O functions of a one-oxygen
+    molecule are never among them; without training structures, or with a select_n above the
+    pool's size, the error names the key."""
+    from jnnp.config import load_config
+    from jnnp.errors import ConfigError
+    from jnnp.pipeline import build_potential_spec
+
+    data = list(jnnp.read(TEST_DATA / "rmd17_ethanol_100.npz")[:12])
+    base = ["model.descriptor.cutoff=4.0", "model.descriptor.n_radial=4", "model.descriptor.r_min=0.8",
+            "model.descriptor.radial_mode=[shifted, centered]", "model.descriptor.angular_eta=[0.02]",
+            "model.descriptor.zeta=[1.0, 4.0]"]
+    pool = build_potential_spec(load_config_text(base), [1, 6, 8]).descriptor
+    cfg = load_config_text(base + ["model.descriptor.select=cur", "model.descriptor.select_n=9",
+                                   "model.descriptor.select_frames=6"])
+    spec = build_potential_spec(cfg, [1, 6, 8], data).descriptor
+    assert spec.n_features == (9, 9, 9)
+    X = feature_matrix(pool, [data[i] for i in (0, 2, 4, 7, 9, 11)])
+    for c, fs in enumerate(spec.functions):
+        assert set(fs) <= set(pool.functions[c])
+        cols = [pool.functions[c].index(sf) for sf in fs]
+        assert all(np.std(X[c][:, j]) > 0 for j in cols)
+        assert any(sf.neighbors == (8,) for sf in pool.functions[c])     # the pool has O–O / X–O ones
+    assert spec.functions[2] == select_functions(pool, X, 9, "cur")[0].functions[2]
+    with pytest.raises(ValueError, match="training structures"):
+        build_potential_spec(cfg, [1, 6, 8])
+    with pytest.raises(ValueError, match="select_n"):
+        build_potential_spec(load_config_text(base + ["model.descriptor.select=fps",
+                                                      "model.descriptor.select_n=1000"]), [1, 6, 8], data)
+    with pytest.raises(ConfigError, match="select"):
+        load_config_text(["model.descriptor.select=cur"])
+
+
+def load_config_text(overrides):
+    from jnnp.config import load_config
+
+    return load_config(TEST_DATA.parent.parent / "configs" / "quickstart.yaml", overrides)

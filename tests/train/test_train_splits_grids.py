@@ -107,6 +107,13 @@ def test_symmetry_function_grid_spec():
                                     angular_cutoff=3.0, zeta=(1.0,), lambdas=(1.0,), angular_eta=(0.0,))
     assert [sf.type for sf in narrow.functions[0]] == [2, 2, 3]
     assert narrow.functions[0][2].rc == 3.0
+    # several radial rules: the union of their grids, each (η, r_s) once
+    both = symmetry_function_grid([1], 4.0, n_radial=4, r_min=1.0, radial_mode=("shifted", "centered"),
+                                  angular=False)
+    expected = radial_grid(4, 1.0, 4.0, "shifted") + radial_grid(4, 1.0, 4.0, "centered")
+    assert sorted((sf.eta, sf.rs) for sf in both.functions[0]) == sorted(expected)
+    twice = symmetry_function_grid([1], 4.0, n_radial=4, radial_mode=("shifted", "shifted"), angular=False)
+    assert twice.n_features == (4,)
     radial_only = symmetry_function_grid([1, 6], 4.0, n_radial=3, angular=False)
     assert radial_only.n_features == (6, 6)
     with pytest.raises(ValueError):

@@ -66,7 +66,18 @@ def test_li8mo2ni7ti7o32_split_and_descriptor(in_repo):
     assert spec.descriptor.n_features == (100,) * 5         # as the config's comment says
 
 
-@pytest.mark.parametrize("name, elements, n_features", [("tio2", (8, 22), 72),
+def test_tio2_energy_is_tio2_with_the_energy_only_settings():
+    """configs/tio2_energy.yaml changes only what its comment names (no force term, the 1.0 Å
+    radial grid start, the schedule and the weight average), so the two stay comparable."""
+    energy = _cfg("tio2_energy")
+    same = _cfg("tio2", ["name=tio2_energy", "run_dir=runs/tio2_energy", "model.descriptor.r_min=1.0",
+                         "train.force_weight=0", "train.schedule=cosine", "train.epochs=5000",
+                         "train.warmup_epochs=2", "train.patience=100000", "train.ema_decay=0.999",
+                         "train.max_time_s=null", "train.plateau_patience=10"])
+    assert energy == same
+
+
+@pytest.mark.parametrize("name, elements, n_features", [("tio2", (8, 22), 72), ("tio2_energy", (8, 22), 72),
                                                         ("mica_water", (1, 8, 13, 14, 19), 170)])
 def test_descriptor_sizes_match_the_config_comments(name, elements, n_features):
     cfg = _cfg(name)

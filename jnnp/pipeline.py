@@ -55,8 +55,7 @@ def build_potential_spec(cfg: RunConfig, elements, train=None) -> PotentialSpec:
 
         desc = parse_input_nn(dc.input_nn, dc.length_unit or "angstrom", "eV")[0].descriptor
     else:
-        modes = dc.radial_mode if isinstance(dc.radial_mode, str) else tuple(dc.radial_mode)
-        desc = symmetry_function_grid(elements, dc.cutoff, n_radial=dc.n_radial, radial_mode=modes,
+        desc = symmetry_function_grid(elements, dc.cutoff, n_radial=dc.n_radial, radial_mode=dc.radial_mode,
                                       r_min=dc.r_min, angular_eta=tuple(dc.angular_eta), zeta=tuple(dc.zeta),
                                       lambdas=tuple(dc.lambdas), angular_type=dc.angular_type,
                                       angular_cutoff=dc.angular_cutoff, cutoff_type=dc.cutoff_type)
@@ -74,8 +73,7 @@ def _select_from_pool(pool, dc, train):
     if not train:
         raise ValueError("model.descriptor.select chooses functions on the training structures: "
                          "pass them to build_potential_spec (train=...)")
-    too_many = [z for z, n in zip(pool.elements, pool.n_features) if dc.select_n > n]
-    if too_many:
+    if dc.select_n > min(pool.n_features):
         raise ValueError(f"model.descriptor.select_n = {dc.select_n} exceeds the grid's "
                          f"{dict(zip(pool.elements, pool.n_features))} functions per element")
     frames = list(train)

@@ -20,6 +20,7 @@ All lengths in Å, η in Å⁻².
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -68,7 +69,7 @@ def angular_grid(etas=(0.01, 0.05), zetas=(1.0, 2.0, 4.0, 16.0), lambdas=(-1.0, 
 
 
 def symmetry_function_grid(elements, cutoff: float = 5.0, *, n_radial: int = 8,
-                           radial_mode: str | tuple[str, ...] = "shifted", r_min: float = 0.5,
+                           radial_mode: str | Sequence[str] = "shifted", r_min: float = 0.5,
                            angular_eta=(0.01, 0.05), zeta=(1.0, 2.0, 4.0, 16.0), lambdas=(-1.0, 1.0),
                            angular_type: int = 9, angular_cutoff: float | None = None,
                            cutoff_type="poly2", cutoff_alpha: float = 0.0,

@@ -25,8 +25,8 @@ from jnnp.train.loss import LossConfig, combine_terms, loss_terms, make_loss_fn
 from jnnp.train.optim import ema_params
 
 __all__ = ["TrainState", "trainable_params", "merge_trainable", "init_train_state", "make_train_step",
-           "evaluation_params", "make_eval_step", "cached_eval_step", "cached_properties_fn", "predict", "tree_all_finite",
-           "select_finite"]
+           "evaluation_params", "make_eval_step", "cached_eval_step", "cached_properties_fn", "predict",
+           "tree_all_finite", "select_finite"]
 
 
 @struct.dataclass

@@ -71,7 +71,6 @@ def test_run_config_selects_its_descriptor_on_the_training_structures():
     pool), chosen on its training structures; the constant O–O functions of a one-oxygen
     molecule are never among them; without training structures, or with a select_n above the
     pool's size, the error names the key."""
-    from jnnp.config import load_config
     from jnnp.errors import ConfigError
     from jnnp.pipeline import build_potential_spec
 
@@ -79,8 +78,8 @@ def test_run_config_selects_its_descriptor_on_the_training_structures():
     base = ["model.descriptor.cutoff=4.0", "model.descriptor.n_radial=4", "model.descriptor.r_min=0.8",
             "model.descriptor.radial_mode=[shifted, centered]", "model.descriptor.angular_eta=[0.02]",
             "model.descriptor.zeta=[1.0, 4.0]"]
-    pool = build_potential_spec(load_config_text(base), [1, 6, 8]).descriptor
-    cfg = load_config_text(base + ["model.descriptor.select=cur", "model.descriptor.select_n=9",
+    pool = build_potential_spec(_quickstart_with(base), [1, 6, 8]).descriptor
+    cfg = _quickstart_with(base + ["model.descriptor.select=cur", "model.descriptor.select_n=9",
                                    "model.descriptor.select_frames=6"])
     spec = build_potential_spec(cfg, [1, 6, 8], data).descriptor
     assert spec.n_features == (9, 9, 9)
@@ -94,13 +93,14 @@ def test_run_config_selects_its_descriptor_on_the_training_structures():
     with pytest.raises(ValueError, match="training structures"):
         build_potential_spec(cfg, [1, 6, 8])
     with pytest.raises(ValueError, match="select_n"):
-        build_potential_spec(load_config_text(base + ["model.descriptor.select=fps",
+        build_potential_spec(_quickstart_with(base + ["model.descriptor.select=fps",
                                                       "model.descriptor.select_n=1000"]), [1, 6, 8], data)
     with pytest.raises(ConfigError, match="select"):
-        load_config_text(["model.descriptor.select=cur"])
+        _quickstart_with(["model.descriptor.select=cur"])
 
 
-def load_config_text(overrides):
+def _quickstart_with(overrides):
+    """configs/quickstart.yaml with ``overrides``."""
     from jnnp.config import load_config
 
     return load_config(TEST_DATA.parent.parent / "configs" / "quickstart.yaml", overrides)

@@ -159,9 +159,9 @@ def test_fit_with_weight_average(tmp_path, radial_potential, data):
     assert _same_tree(kept.params, best.params)
     val_loss = evaluate(best, data[1], batch_size=4, loss=cfg.loss, plots=False)["loss"]
     assert val_loss == pytest.approx(hist[hist.best_epoch - 1]["val_loss"], rel=1e-10)
-    last = ck["potential"].params["networks"]
-    if hist.best_epoch == len(hist):     # the kept weights are the average, not the iterate
-        assert not _same_tree(last, best.params["networks"])
+    # the last epoch is the best one, and the kept weights are its average, not its iterate
+    assert hist.best_epoch == len(hist)
+    assert not _same_tree(ck["potential"].params["networks"], best.params["networks"])
 
     def raise_at(ev):
         if ev["kind"] == "step" and (ev["epoch"], ev["batch"]) == (2, 2):

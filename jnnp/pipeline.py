@@ -113,9 +113,10 @@ def train_from_config(cfg: RunConfig, *, resume: bool = False, progress: bool = 
     spec = build_potential_spec(cfg, elements, train)
     pot = init_potential(spec, jax.random.PRNGKey(cfg.train.seed), dtype=dtype)
     if progress:
+        select = cfg.model.descriptor.select
+        chosen = f" (chosen from the grid by {select})" if select else ""
         print(f"data: {len(train)} train / {len(val)} validation / {len(test)} test structures; "
-              f"elements {elements}; {spec.descriptor.n_features} symmetry functions per element"
-              f"{f' (chosen from the grid by {cfg.model.descriptor.select})' if cfg.model.descriptor.select else ''}; "
+              f"elements {elements}; {spec.descriptor.n_features} symmetry functions per element{chosen}; "
               f"network {spec.hidden}")
     per_system = cfg.data.split.per_system
     settings = train_settings(cfg)

@@ -39,7 +39,7 @@ from jnnp.train.batch import Batcher, make_batch_properties_fn
 from jnnp.train.normalize import refit_shifts
 from jnnp.train.loop import TrainSettings, make_optimizer_for
 from jnnp.train.loss import loss_terms
-from jnnp.train.optim import make_schedule
+from jnnp.train.optim import make_schedule, plateau_scale
 from jnnp.train.step import (TrainState, init_train_state, merge_trainable, select_finite, trainable_params,
                              tree_all_finite)
 
@@ -303,8 +303,8 @@ def train_members(spec, params, hp: dict, train_set, val_set=None, cfg: TrainSet
         else:
             score = np.asarray(rec["train_loss"])
         steps = np.asarray(states.step)
-        rec["lr"] = [float(schedule(int(s))) * float(hp_np["lr_scale"][j]) *
-                     (float(np.asarray(states.opt_state[-1].scale)[j]) if cfg.schedule == "plateau" else 1.0)
+        scale = np.broadcast_to(np.asarray(plateau_scale(states.opt_state)), (M,))
+        rec["lr"] = [float(schedule(int(s))) * float(hp_np["lr_scale"][j]) * float(scale[j])
                      for j, s in enumerate(steps)]
         rec["time_s"] = time.monotonic() - t_epoch
         improved = np.isfinite(score) & (score < np.asarray(history.best_loss)) & alive

@@ -201,8 +201,8 @@ def make_optimizer_for(cfg: TrainSettings, steps_per_epoch: int):
 
 
 _OPTIMIZER_FIELDS = ("epochs", "optimizer", "learning_rate", "schedule", "warmup_epochs", "weight_decay",
-                     "clip_norm", "ema_decay", "seed", "plateau_factor", "plateau_patience", "kalman_lambda", "kalman_nu",
-                     "kalman_epsilon", "kalman_forces_per_update", "lbfgs_memory")
+                     "clip_norm", "ema_decay", "seed", "plateau_factor", "plateau_patience", "kalman_lambda",
+                     "kalman_nu", "kalman_epsilon", "kalman_forces_per_update", "lbfgs_memory")
 
 
 def _optimizer_key(cfg: TrainSettings) -> tuple:

@@ -60,8 +60,7 @@ def init_train_state(params: dict, optimizer) -> TrainState:
 
 def evaluation_params(state: TrainState) -> dict:
     """The parameters to validate and keep: with an optimiser that averages the weights
-    (`jnnp.train.optim.params_ema`) the averaged trainable subtree, else ``state.params``.
-    Works on vmapped (per-member) states too."""
+    (`jnnp.train.optim.params_ema`) the averaged trainable subtree, else ``state.params``."""
     ema = ema_params(state.opt_state)
     return state.params if ema is None else merge_trainable(state.params, ema)
 

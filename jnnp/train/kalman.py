@@ -11,12 +11,20 @@ Brown 1994) and the decoupled form of Puskorius & Feldkamp (1991), as used by Ru
     A   = λ_k I_m + Σ_b H_bᵀ X_b                   (m × m, shared by all blocks)
     K_b = X_b A⁻¹                                  (Kalman gain)
     w_b ← w_b + K_b ξ
-    P_b ← (P_b − K_b X_bᵀ) / λ_k + q_k I           (then symmetrised)
+    P_b ← (P_b − K_b X_bᵀ) / λ_k + q_k I
     λ_{k+1} = ν λ_k + 1 − ν                        (λ → 1; RuNNer kalman_lambda_short, kalman_nue_short)
     q_k = max(q_0 e^{−k/τ_q}, q_min)               (optional process noise; off by default)
 
 with P_b initialised to I/ε. For λ ≡ 1 and q = 0 this is recursive least squares: after all rows
 (x_i, y_i) of a linear model have been seen once from w = 0, w = (XᵀX + ε I)⁻¹ Xᵀ y exactly.
+
+The update is computed through the Cholesky factor A = L Lᵀ: with Y_b = X_b L⁻ᵀ and z = L⁻¹ ξ,
+K_b ξ = Y_b z and K_b X_bᵀ = Y_b Y_bᵀ, a product whose (i, j) and (j, i) entries are the same sums,
+so P_b stays symmetric without a transposed pass over it. The cost is one read of each P_b for
+X_b and one rank-m update of it: the n_b × n_b matrices dominate (memory-bound), everything else
+is n_b × m. An update whose Y_b or z is not finite (a non-finite Jacobian or error, or A not
+positive definite) is skipped as a whole: weights, P, λ and the update count stay as they were,
+decided on those small arrays instead of a finiteness check over P.
 
 References:
     J. Blank and S. D. Brown, "Adaptive, global, extended Kalman filters for training
@@ -34,6 +42,7 @@ the HDNNP train step (per-structure energy and randomly selected force component
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -44,8 +53,7 @@ import optax
 
 from jnnp.train.batch import make_batch_properties_fn
 from jnnp.train.loss import LossConfig, combine_terms, loss_terms
-from jnnp.train.step import (TrainState, merge_trainable, select_finite, trainable_params,
-                             tree_all_finite)
+from jnnp.train.step import TrainState, merge_trainable, trainable_params
 
 __all__ = ["KalmanState", "element_block", "parameter_blocks", "kalman_filter", "kalman_update",
            "make_kalman_train_step"]
@@ -53,7 +61,7 @@ __all__ = ["KalmanState", "element_block", "parameter_blocks", "kalman_filter", 
 
 class KalmanState(NamedTuple):
     """``P``: per block (n_b, n_b) error covariance; ``lam``: forgetting factor λ_k;
-    ``count``: number of updates done."""
+    ``count``: number of updates applied (skipped ones not counted)."""
 
     P: tuple
     lam: Any
@@ -104,10 +112,12 @@ def kalman_filter(lambda0: float = 0.98, nu: float = 0.9987, epsilon: float = 0.
         q0, q_tau, q_min: process noise q_k = max(q0 exp(−k/q_tau), q_min) added to diag P.
         block_of: leaf path → hashable block key (default `element_block`).
 
-    ``init(params)``; ``update(jacobian_rows, state, params=None, *, errors)`` with
+    ``init(params)``; ``update(jacobian_rows, state, params=None, *, errors, valid=True)`` with
     ``jacobian_rows`` a pytree like ``params`` whose leaves have a leading axis of m
-    observations and ``errors`` (m,) = y_ref − y; returns ``(updates, state)``, apply with
-    ``optax.apply_updates``. Rows of zeros (with error 0) are no-ops, which masks observations.
+    observations, ``errors`` (m,) = y_ref − y and ``valid`` a () bool (False: skip this update,
+    e.g. for a non-finite loss); returns ``(updates, state)``, apply with ``optax.apply_updates``.
+    Rows of zeros (with error 0) leave the weights unchanged, which masks observations. A skipped
+    update (``valid`` False or non-finite intermediates) returns zero updates and the same state.
     """
 
     def init(params):
@@ -119,7 +129,7 @@ def kalman_filter(lambda0: float = 0.98, nu: float = 0.9987, epsilon: float = 0.
         P = tuple(jnp.eye(n, dtype=dtype) / epsilon for n in sizes)
         return KalmanState(P=P, lam=jnp.asarray(lambda0, dtype), count=jnp.zeros((), jnp.int32))
 
-    def update(jacobian_rows, state, params=None, *, errors, **extra):
+    def update(jacobian_rows, state, params=None, *, errors, valid=True, **extra):
         ref = jacobian_rows if params is None else params
         ids, keys = parameter_blocks(ref, block_of)
         nb = len(keys)
@@ -132,19 +142,26 @@ def kalman_filter(lambda0: float = 0.98, nu: float = 0.9987, epsilon: float = 0.
         A = lam * jnp.eye(m, dtype=dtype)
         for h, x in zip(H, X):
             A = A + h.astype(dtype) @ x
-        A = 0.5 * (A + A.T)
-        # K_b = X_b A⁻¹  ⇔  K_bᵀ = A⁻¹ X_bᵀ (A symmetric positive definite)
-        cho = jax.scipy.linalg.cho_factor(A, lower=True)
-        K = [jax.scipy.linalg.cho_solve(cho, x.T).T for x in X]
+        L = jnp.linalg.cholesky(0.5 * (A + A.T))
+        solve = functools.partial(jax.scipy.linalg.solve_triangular, L, lower=True)
+        Y = [solve(x.T).T for x in X]                                 # X_b L⁻ᵀ, (n_b, m)
+        z = solve(xi)                                                 # L⁻¹ ξ, (m,)
+        ok = (jnp.asarray(valid) & jnp.all(jnp.isfinite(z))
+              & jnp.all(jnp.stack([jnp.all(jnp.isfinite(y)) for y in Y])))
+        # a skipped update leaves P bit-identical: (P − 0) / 1 + 0
+        Y = [jnp.where(ok, y, 0.0) for y in Y]
+        z = jnp.where(ok, z, 0.0)
+        lam_eff = jnp.where(ok, lam, 1.0)
         if q0 > 0 or q_min > 0:
             q = jnp.maximum(q0 * jnp.exp(-state.count.astype(dtype) / q_tau), q_min)
+            q = jnp.where(ok, q, 0.0)
         else:
-            q = jnp.zeros((), dtype)
+            q = None
         newP = []
-        for P, k, x in zip(state.P, K, X):
-            Pn = (P - k @ x.T) / lam + q * jnp.eye(P.shape[0], dtype=dtype)
-            newP.append(0.5 * (Pn + Pn.T))
-        dw = [k @ xi for k in K]
+        for P, y in zip(state.P, Y):
+            Pn = (P - y @ y.T) / lam_eff
+            newP.append(Pn if q is None else Pn + q * jnp.eye(P.shape[0], dtype=dtype))
+        dw = [y @ z for y in Y]
         # split the block vectors back into leaves (shapes: Jacobian leaves without the row axis)
         rows, treedef = jax.tree.flatten(jacobian_rows)
         dtypes = [jnp.asarray(x).dtype for x in jax.tree.leaves(ref)]
@@ -156,8 +173,8 @@ def kalman_filter(lambda0: float = 0.98, nu: float = 0.9987, epsilon: float = 0.
             out.append(dw[b][offsets[b]:offsets[b] + size].reshape(shape).astype(dt))
             offsets[b] += size
         updates = jax.tree.unflatten(treedef, out)
-        new_lam = nu * lam + (1.0 - nu)
-        return updates, KalmanState(P=tuple(newP), lam=new_lam, count=state.count + 1)
+        new_lam = jnp.where(ok, nu * lam + (1.0 - nu), lam)
+        return updates, KalmanState(P=tuple(newP), lam=new_lam, count=state.count + ok.astype(state.count.dtype))
 
     return optax.GradientTransformationExtraArgs(init, update)
 
@@ -234,13 +251,14 @@ def make_kalman_train_step(spec, kalman, loss_cfg: LossConfig = LossConfig(), *,
         r = jnp.where(valid, weight, 0.0)
         xi = jnp.where(valid, (y_ref - y), 0.0) * r
         H = jax.tree.map(lambda h: h * r.reshape((-1,) + (1,) * (h.ndim - 1)).astype(h.dtype), H)
-        updates, opt_state = kalman.update(H, state.opt_state, trainable, errors=xi)
-        new = TrainState(step=state.step + 1,
-                         params=merge_trainable(state.params, optax.apply_updates(trainable, updates)),
-                         opt_state=opt_state)
         terms = loss_terms(pred, batch)
         loss = combine_terms(terms, loss_cfg)
-        ok = jnp.isfinite(loss) & tree_all_finite(new.params) & tree_all_finite(new.opt_state.P)
-        return select_finite(ok, new, state), {"loss": loss, "finite": ok, **terms}
+        # the filter skips the update itself (P untouched) when the loss or its own
+        # intermediates are not finite; its update count says whether it did
+        updates, opt_state = kalman.update(H, state.opt_state, trainable, errors=xi, valid=jnp.isfinite(loss))
+        ok = opt_state.count > state.opt_state.count
+        params = merge_trainable(state.params, optax.apply_updates(trainable, updates))
+        return (TrainState(step=state.step + ok.astype(state.step.dtype), params=params,
+                           opt_state=opt_state), {"loss": loss, "finite": ok, **terms})
 
     return jax.jit(train_step) if jit else train_step

@@ -139,3 +139,40 @@ def test_kalman_with_force_rows(ethanol, potential):
             st, m = step(st, batcher.batch([i]))
             (first if epoch == 0 else last).append(float(m["force_mse"]))
     assert np.mean(last[-6:]) < 0.5 * np.mean(first)
+
+
+def test_non_finite_update_is_skipped():
+    """A non-finite error, a non-finite Jacobian row or ``valid=False`` leaves weights, P, λ and
+    the count exactly as they were; the next finite update proceeds as if none had been tried."""
+    kf = kalman_filter(0.98, 0.9987, 0.01)
+    params = {"w": jnp.arange(3.0)}
+    st = kf.init(params)
+    rows = {"w": jnp.asarray([[1.0, 2.0, 0.5], [0.0, 1.0, -1.0]])}
+    err = jnp.asarray([0.3, -0.2])
+    upd = jax.jit(lambda p, s, H, e, v: kf.update(H, s, p, errors=e, valid=v))
+    bad_rows = {"w": rows["w"].at[1, 2].set(jnp.nan)}
+    for H, e, v in ((rows, err.at[0].set(jnp.inf), True), (bad_rows, err, True), (rows, err, False)):
+        u, st2 = upd(params, st, H, e, v)
+        np.testing.assert_array_equal(u["w"], 0.0)
+        np.testing.assert_array_equal(st2.P[0], st.P[0])
+        assert float(st2.lam) == float(st.lam) and int(st2.count) == 0
+    u, st3 = upd(params, st2, rows, err, True)
+    assert int(st3.count) == 1 and float(st3.lam) > float(st.lam)
+    assert np.all(np.isfinite(st3.P[0])) and np.any(u["w"] != 0.0)
+    # the covariance stays exactly symmetric (no explicit symmetrisation pass)
+    P = np.asarray(st3.P[0])
+    np.testing.assert_array_equal(P, P.T)
+
+
+def test_train_step_skips_non_finite_structure(ethanol, radial_potential):
+    """A structure with a NaN energy: the Kalman train step reports ``finite`` False and
+    returns the state unchanged."""
+    bad = ethanol[0].replace(energy=float("nan"))
+    batcher = Batcher(radial_potential.spec, [bad], 1)
+    kf = kalman_filter()
+    step = make_kalman_train_step(radial_potential.spec, kf, LossConfig(1.0, 0.0), forces_per_update=0)
+    st = init_train_state(radial_potential.params, kf)
+    st2, m = step(st, batcher.batch([0]))
+    assert not bool(m["finite"])
+    for a, b in zip(jax.tree.leaves(st2), jax.tree.leaves(st)):
+        np.testing.assert_array_equal(a, b)

@@ -26,7 +26,7 @@ __all__ = ["build_potential_spec", "load_data", "train_from_config"]
 
 def load_data(cfg: RunConfig):
     """(train, validation, test, split record) from the config's data section."""
-    from jnnp.train.splits import make_split, read_indices
+    from jnnp.train.splits import make_split
 
     d = cfg.data
     paths = [d.path] if isinstance(d.path, str) else d.path
@@ -35,9 +35,8 @@ def load_data(cfg: RunConfig):
     sp = d.split
     test_fraction = 0.0 if d.test_path else sp.test
     split = make_split(ds, validation=sp.validation, test=test_fraction, seed=sp.seed, per_system=sp.per_system,
-                       train_indices=sp.train_indices and read_indices(sp.train_indices),
-                       validation_indices=sp.validation_indices and read_indices(sp.validation_indices),
-                       test_indices=sp.test_indices and read_indices(sp.test_indices))
+                       train_indices=sp.train_indices, validation_indices=sp.validation_indices,
+                       test_indices=sp.test_indices)
     train, val, test = split.apply(ds)
     if d.test_path:
         test = read(d.test_path, format=d.format, length_unit=d.length_unit, energy_unit=d.energy_unit)

@@ -19,15 +19,19 @@ class _Strict(BaseModel):
 
 
 class SplitConfig(_Strict):
-    """How to split the data: random fractions with a seed, or explicit index files."""
+    """How to split the data: random fractions with a seed, explicit index files, or both (a
+    fixed test set, say, with a random validation part; `jnnp.train.splits.make_split`)."""
 
     validation: float = Field(0.1, ge=0.0, lt=1.0)
     test: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 0
     per_system: bool = Field(False, description="split each source file (system) separately")
-    train_indices: str | None = Field(None, description="file with one integer index per line")
-    validation_indices: str | None = None
-    test_indices: str | None = None
+    train_indices: str | None = Field(None, description="file with one 0-based index per line; "
+                                      "given, the split is exactly the index files")
+    validation_indices: str | None = Field(None, description="index file; without it a random "
+                                           "`validation` fraction of the structures not in a given set")
+    test_indices: str | None = Field(None, description="index file; without it a random `test` "
+                                     "fraction of the structures not in a given set")
 
     @model_validator(mode="after")
     def _fractions(self):

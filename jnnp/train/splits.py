@@ -98,20 +98,14 @@ def read_indices(path) -> np.ndarray:
 
 def split_from_files(train=None, validation=None, test=None, n: int | None = None) -> Split:
     """A split from index files; with ``n`` given, a missing training file means "all the rest"
-    and indices are checked against n."""
-    val = read_indices(validation) if validation else np.zeros(0, np.int64)
-    tst = read_indices(test) if test else np.zeros(0, np.int64)
-    if train:
-        tr = read_indices(train)
-    elif n is not None:
-        tr = np.setdiff1d(np.arange(n), np.concatenate([val, tst]))
-    else:
-        raise ValueError("need the training index file or the number of structures n")
-    if n is not None:
-        for name, idx in (("train", tr), ("validation", val), ("test", tst)):
-            if len(idx) and (idx.min() < 0 or idx.max() >= n):
-                raise ValueError(f"{name} indices out of range for {n} structures")
-    return Split(tr, val, tst)
+    and indices are checked against n (`make_split` with index sets and zero fractions)."""
+    if n is None:
+        if not train:
+            raise ValueError("need the training index file or the number of structures n")
+        empty = np.zeros(0, np.int64)
+        return Split(read_indices(train), *(read_indices(f) if f else empty for f in (validation, test)))
+    return make_split(range(n), validation=0.0, test=0.0, train_indices=train or None,
+                      validation_indices=validation or None, test_indices=test or None)
 
 
 def system_keys(dataset) -> list[str]:
@@ -119,14 +113,49 @@ def system_keys(dataset) -> list[str]:
     return [s.source or "<memory>" for s in dataset]
 
 
+def _as_indices(x):
+    """None, an index array/list, or a path to an index file (`read_indices`)."""
+    if x is None:
+        return None
+    if isinstance(x, (str, Path)):
+        return read_indices(x)
+    return np.asarray(x, np.int64).reshape(-1)
+
+
 def make_split(dataset, *, validation: float = 0.1, test: float = 0.1, seed: int = 0,
                per_system: bool = False, train_indices=None, validation_indices=None,
                test_indices=None) -> Split:
-    """The split of ``dataset`` by index files if any is given, else random (per system when
-    ``per_system``, systems keyed by `system_keys`)."""
+    """The split of ``dataset``: random (per system when ``per_system``, systems keyed by
+    `system_keys`), or partly or wholly fixed by index sets.
+
+    ``*_indices``: 0-based indices (array, list, or a path to an index file) fixing that part.
+    With ``train_indices`` the split is exactly the given sets (missing ones empty). Without it,
+    a validation or test part not given is drawn at random (``seed``) from the structures outside
+    the given sets, ``validation`` / ``test`` being fractions of the whole data set, and the
+    training part is all the rest — e.g. a published test set with a random validation part.
+    """
     n = len(dataset)
-    if train_indices or validation_indices or test_indices:
-        return split_from_files(train_indices, validation_indices, test_indices, n=n)
-    if per_system:
-        return per_system_split(system_keys(dataset), validation, test, seed)
-    return random_split(n, validation, test, seed)
+    fixed = {"train": _as_indices(train_indices), "validation": _as_indices(validation_indices),
+             "test": _as_indices(test_indices)}
+    if all(v is None for v in fixed.values()):
+        if per_system:
+            return per_system_split(system_keys(dataset), validation, test, seed)
+        return random_split(n, validation, test, seed)
+    for name, idx in fixed.items():
+        if idx is not None and len(idx) and (idx.min() < 0 or idx.max() >= n):
+            raise ValueError(f"{name} indices out of range for {n} structures "
+                             f"(got {int(idx.min())}..{int(idx.max())})")
+    if fixed["train"] is not None:
+        empty = np.zeros(0, np.int64)
+        return Split(fixed["train"], *(empty if fixed[k] is None else fixed[k] for k in ("validation", "test")))
+    given = np.concatenate([v for v in fixed.values() if v is not None])
+    rest = np.setdiff1d(np.arange(n), given)
+    rest = rest[np.random.default_rng(seed).permutation(len(rest))]
+    drawn = {}
+    for name, fraction in (("validation", validation), ("test", test)):
+        if fixed[name] is None:
+            k = min(int(round(fraction * n)), max(len(rest) - 1, 0))
+            drawn[name], rest = rest[:k], rest[k:]
+        else:
+            drawn[name] = fixed[name]
+    return Split(rest, drawn["validation"], drawn["test"])

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _shared import REPO, TEST_DATA
 
 from jnnp.data.structure import Structure
 from jnnp.descriptors.grids import angular_grid, radial_grid, symmetry_function_grid
@@ -29,6 +30,38 @@ def test_random_split_keeps_a_training_structure():
     assert len(s.train) >= 1 and len(s.train) + len(s.validation) + len(s.test) == 3
     with pytest.raises(ValueError):
         random_split(10, 0.6, 0.5)
+
+
+
+def test_fixed_test_set_with_random_validation(tmp_path):
+    """A given test set (a published one, say) with a random validation fraction of the whole set
+    drawn from the rest; index arrays and index files give the same split, as does the config."""
+    test_idx = [0, 5, 17, 42, 63, 99]
+    s = make_split(range(100), validation=0.1, test=0.5, seed=2, test_indices=test_idx)
+    assert s.test.tolist() == test_idx                   # the fixed set, not the fraction
+    assert len(s.validation) == 10 and not set(s.validation) & set(test_idx)
+    assert sorted(np.concatenate([s.train, s.validation, s.test]).tolist()) == list(range(100))
+    assert make_split(range(100), validation=0.1, seed=3, test_indices=test_idx).validation.tolist() \
+        != s.validation.tolist()
+    (tmp_path / "test.txt").write_text("\n".join(map(str, test_idx)) + "\n")
+    f = make_split(range(100), validation=0.1, test=0.5, seed=2, test_indices=tmp_path / "test.txt")
+    assert f.to_dict() == s.to_dict()
+    # with training indices given the split is exactly the given sets
+    t = make_split(range(10), validation=0.3, train_indices=[1, 2, 3], test_indices=[9])
+    assert t.train.tolist() == [1, 2, 3] and t.validation.tolist() == [] and t.test.tolist() == [9]
+    with pytest.raises(ValueError, match="test indices out of range"):
+        make_split(range(10), test_indices=[3, 10])
+    with pytest.raises(ValueError, match="overlap"):
+        make_split(range(10), validation_indices=[1, 2], test_indices=[2])
+    # through a run config (data.split.test_indices), as jnnp train reads it
+    from jnnp.config import load_config
+    from jnnp.pipeline import load_data
+
+    cfg = load_config(REPO / "configs" / "quickstart.yaml",
+                      [f"data.path={TEST_DATA / 'rmd17_ethanol_100.npz'}", "data.test_path=null", "data.index=null",
+                       "data.split={validation: 0.1, test: 0.5, seed: 2, test_indices: " + str(tmp_path / "test.txt") + "}"])
+    tr, va, te, split = load_data(cfg)
+    assert split.to_dict() == s.to_dict() and (len(tr), len(va), len(te)) == (84, 10, 6)
 
 
 def test_per_system_split():

@@ -28,6 +28,7 @@ MOLECULES = ["aspirin", "azobenzene", "benzene", "ethanol", "malonaldehyde", "na
 # Published ANI (BP-type) force MAEs [meV/Å] on rMD17 split 01, as quoted in the training issue
 # (issue 4, "Benchmarks" 1); only the values quoted there are listed.
 ANI_FORCE_MAE = {"ethanol": 13.4, "aspirin": 40.6}
+CONFIG = ROOT / "configs" / "rmd17.yaml"
 COLUMNS = [("molecule", "molecule"), ("energy_mae_meV", "E MAE meV"), ("force_mae_meV_per_A", "F MAE meV/Å"),
            ("ani", "ANI F MAE"), ("energy_rmse_meV", "E RMSE meV"), ("force_rmse_meV_per_A", "F RMSE meV/Å"),
            ("rate", "struct/s"), ("epochs", "epochs"), ("median_frame", "F MAE median frame"),
@@ -35,14 +36,16 @@ COLUMNS = [("molecule", "molecule"), ("energy_mae_meV", "E MAE meV"), ("force_ma
 
 
 def run(mol: str, overrides=(), *, budget_s: float | None = None, results_dir=RESULTS,
-        progress: bool = True) -> dict:
-    """Train and test one molecule; updates ``<results_dir>/rmd17.json`` and returns its entry."""
+        progress: bool = True, config=CONFIG) -> dict:
+    """Train and test one molecule with ``config`` (its data paths and run_dir replaced by the
+    molecule's); updates ``<results_dir>/rmd17.json`` and returns its entry."""
     test_path = DATA / f"rmd17_{mol}_test_01.npz"
-    overrides = [f"name=rmd17_{mol}", f"run_dir=runs/rmd17/{mol}",
+    stem = Path(config).stem   # runs/rmd17/<mol> for configs/rmd17.yaml, runs/rmd17_cur/<mol> for rmd17_cur.yaml
+    overrides = [f"name={stem}_{mol}", f"run_dir=runs/{stem}/{mol}",
                  f"data.path={DATA / f'rmd17_{mol}_train_01.npz'}", f"data.test_path={test_path}", *overrides]
     if budget_s:
         overrides.append(f"train.max_time_s={budget_s}")
-    rec = run_config(ROOT / "configs" / "rmd17.yaml", overrides, progress=progress)
+    rec = run_config(config, overrides, progress=progress)
     # every frame of a molecule has the same atoms, so whole-molecule errors are N × per-atom errors
     n_atoms = len(np.load(test_path)["nuclear_charges"])
     t = rec["test"]
@@ -102,6 +105,8 @@ def table_rows(results: dict) -> list[dict]:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--molecules", nargs="*", default=MOLECULES, choices=MOLECULES)
+    ap.add_argument("--config", default=str(CONFIG),
+                    help="run config (default configs/rmd17.yaml; configs/rmd17_cur.yaml: CUR-selected descriptor)")
     ap.add_argument("--budget-s", type=float, default=None,
                     help="wall-time budget per molecule [s] (default: the config's train.max_time_s)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -122,7 +127,8 @@ def main(argv=None):
                 jax.clear_caches()
     else:
         for mol in args.molecules:
-            run(mol, args.set, budget_s=args.budget_s, results_dir=args.results_dir, progress=not args.quiet)
+            run(mol, args.set, budget_s=args.budget_s, results_dir=args.results_dir, progress=not args.quiet,
+                config=Path(args.config))
             jax.clear_caches()   # free the molecule's compiled programs (XLA:CPU code mappings, see jnnp.hyper.study)
     print_table(table_rows(read_results("rmd17", args.results_dir)), COLUMNS)
 

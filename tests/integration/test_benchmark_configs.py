@@ -75,6 +75,26 @@ def test_tio2_energy_is_tio2_with_the_energy_only_settings():
     assert energy == same
 
 
+def test_rmd17_cur_is_rmd17_with_the_cur_recipe(in_repo):
+    """configs/rmd17_cur.yaml changes only what its comment names; its selection keeps 180 of the
+    396 pool functions per element, chosen on training frames (here 4 of them, to stay fast)."""
+    shared_path("rmd17")
+    cur = _cfg("rmd17_cur")
+    same = _cfg("rmd17", ["name=rmd17_cur_ethanol", "run_dir=runs/rmd17_cur/ethanol", "model.descriptor.n_radial=16",
+                          "model.descriptor.radial_mode=[shifted, centered]", "model.descriptor.r_min=0.5",
+                          "model.descriptor.angular_eta=[0.005, 0.02, 0.05, 0.1, 0.3]",
+                          "model.descriptor.zeta=[1, 2, 4, 8, 16]", "model.descriptor.select=cur",
+                          "model.descriptor.select_n=180", "train.epochs=2800", "train.optimizer=adamw",
+                          "train.weight_decay=0.01", "train.ema_decay=0.999", "train.max_time_s=7200"])
+    assert cur == same
+    train = load_data(cur)[0]
+    pool = build_potential_spec(_cfg("rmd17_cur", ["model.descriptor.select=null"]), (1, 6, 8))
+    spec = build_potential_spec(_cfg("rmd17_cur", ["model.descriptor.select_frames=4"]), (1, 6, 8), train)
+    assert pool.descriptor.n_features == (396,) * 3 and spec.descriptor.n_features == (180,) * 3
+    for chosen, candidates in zip(spec.descriptor.functions, pool.descriptor.functions):
+        assert set(chosen) <= set(candidates)
+
+
 @pytest.mark.parametrize("name, elements, n_features", [("tio2", (8, 22), 72), ("tio2_energy", (8, 22), 72),
                                                         ("mica_water", (1, 8, 13, 14, 19), 170)])
 def test_descriptor_sizes_match_the_config_comments(name, elements, n_features):

@@ -112,6 +112,8 @@ class TrainConfig(_Strict):
     ema_decay: float | None = Field(None, ge=0.0, lt=1.0, description="validate and keep an exponential "
                                     "moving average of the weights with this decay, e.g. 0.99 (adam/adamw)")
     patience: PositiveInt = 50
+    keep: Literal["best", "last"] = Field("best", description="the model kept and tested: 'best' (lowest "
+                                          "validation loss) or 'last' (the final epoch's, as aenet's fits)")
     seed: int = 0
     max_time_s: float | None = Field(None, gt=0.0, description="stop training after this wall time")
     plateau_factor: float = Field(0.5, gt=0.0, lt=1.0, description="reduce-on-plateau learning-rate factor")

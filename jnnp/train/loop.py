@@ -77,6 +77,10 @@ class TrainSettings:
             (`jnnp.train.optim.params_ema`; adam/adamw only), None to use the last step's.
         energy_weight, force_weight, stress_weight: `jnnp.train.loss.LossConfig`.
         patience: early-stopping patience [epochs].
+        keep: ``"best"``: keep (save, return, test) the epoch with the lowest validation loss
+            (training loss without validation); ``"last"``: the final epoch's model, as aenet and
+            fits run to the end of a schedule report it (heavy-tailed validation errors can make
+            the lowest-loss epoch an early, less converged one). Recorded either way: best_epoch.
         seed: shuffling (and Kalman force-row selection) seed.
         max_time_s: stop (with a checkpoint) after this wall time.
         plateau_factor, plateau_patience: reduce-on-plateau (``schedule="plateau"``), patience in
@@ -112,6 +116,7 @@ class TrainSettings:
     clip_norm: float | None = _DEFAULTS.clip_norm
     ema_decay: float | None = _DEFAULTS.ema_decay
     patience: int = _DEFAULTS.patience
+    keep: str = _DEFAULTS.keep
     seed: int = _DEFAULTS.seed
     max_time_s: float | None = _DEFAULTS.max_time_s
     plateau_factor: float = _DEFAULTS.plateau_factor
@@ -137,6 +142,8 @@ class TrainSettings:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
         if self.epochs < 0 or self.batch_size < 1 or self.patience < 1:
             raise ValueError("need epochs >= 0, batch_size >= 1, patience >= 1")
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
         if self.ema_decay is not None and self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"ema_decay applies to the adam and adamw optimizers, not {self.optimizer!r}")
 
@@ -164,7 +171,8 @@ class History:
             ``time_s``).
         stop_reason: ``"completed"``, ``"early stopping"``, ``"time limit"``, ``"interrupted"``
             or a message starting with ``"non-finite"``.
-        best_epoch: epoch (1-based) of the returned parameters (0: the initial ones).
+        best_epoch: epoch (1-based) of the lowest validation (or training) loss: that of the
+            returned parameters unless ``keep="last"`` (0: the initial ones).
         best_loss: its validation (or training) loss.
     """
 
@@ -562,14 +570,20 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
     history.stop_reason = stop or "completed"
     if stop.startswith("non-finite"):
         warnings.warn(stop, RuntimeWarning, stacklevel=2)
+    kept_epoch, kept_loss = history.best_epoch, history.best_loss
+    if cfg.keep == "last" and history.epochs and stop != "interrupted" and not stop.startswith("non-finite"):
+        best_params, kept_epoch = evaluation_params(state), len(history.epochs)
+        kept_loss = history.epochs[-1].get("val_loss", history.epochs[-1]["train_loss"])
+        save_model(run_dir / "model", potential.replace(params=best_params),
+                   metadata={"epoch": kept_epoch, "loss": _jsonfloat(kept_loss)})
     best = potential.replace(params=jax.tree.map(np.asarray, best_params))
     if cfg.refit_shifts and stop != "interrupted":
         best = refit_shifts(best, pass_b)
-        save_model(run_dir / "model", best, metadata={"epoch": history.best_epoch, "shifts_refitted": True,
-                                                       "loss": _jsonfloat(history.best_loss)})
+        save_model(run_dir / "model", best, metadata={"epoch": kept_epoch, "shifts_refitted": True,
+                                                       "loss": _jsonfloat(kept_loss)})
     elif history.best_epoch == 0 and not (run_dir / "model" / "model.json").exists():
         save_model(run_dir / "model", best, metadata={"epoch": 0})
-    summary = {"stop_reason": history.stop_reason, "best_epoch": history.best_epoch,
+    summary = {"stop_reason": history.stop_reason, "best_epoch": history.best_epoch, "kept_epoch": kept_epoch,
                "best_loss": history.best_loss, "epochs_run": len(history.epochs),
                "settings": cfg.to_dict(), "history": history.epochs}
     if val_b is not None and not stop.startswith("interrupted"):

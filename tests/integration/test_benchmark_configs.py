@@ -14,6 +14,7 @@ from _shared import REPO, shared_path
 
 from jnnp.config import load_config
 from jnnp.pipeline import build_potential_spec, load_data
+from jnnp.train.splits import read_indices
 
 
 def _cfg(name, overrides=()):
@@ -67,12 +68,17 @@ def test_li8mo2ni7ti7o32_split_and_descriptor(in_repo):
 
 
 def test_tio2_energy_is_tio2_with_the_energy_only_settings():
-    """configs/tio2_energy.yaml changes only what its comment names (no force term, 5000 epochs),
-    so the two stay comparable."""
+    """configs/tio2_energy.yaml changes only what its comment names (no force term, 5000 epochs,
+    aenet's test set, the final model kept), so the two stay comparable; its test set is aenet
+    set003's 770 structures."""
     energy = _cfg("tio2_energy")
     same = _cfg("tio2", ["name=tio2_energy", "run_dir=runs/tio2_energy", "train.force_weight=0",
-                         "train.epochs=5000", "train.patience=100000", "train.max_time_s=null"])
+                         "train.epochs=5000", "train.patience=100000", "train.max_time_s=null", "train.keep=last",
+                         "data.split.test_indices=configs/sets/tio2_aenet_set003_test.txt"])
     assert energy == same
+    test = read_indices(REPO / energy.data.split.test_indices)
+    assert len(test) == len(set(test.tolist())) == 770 and test.min() >= 0 and test.max() < 7815
+    assert test[0] == 5 and 5721 in test           # structure0006.xsf first; structure5722.xsf (aenet's worst)
 
 
 def test_rmd17_cur_is_rmd17_with_the_cur_recipe(in_repo):

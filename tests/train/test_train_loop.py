@@ -188,3 +188,23 @@ def test_fit_with_kalman(tmp_path, potential, data):
     best, hist = fit(potential, data[0][:6], data[1], cfg, tmp_path, progress=False)
     assert hist.stop_reason == "completed"
     assert hist.column("val_loss")[-1] < hist.column("val_loss")[0] or hist.best_epoch >= 1
+
+
+def test_keep_last_returns_the_final_epoch(tmp_path, radial_potential, data):
+    """``keep="last"`` returns, saves and validates the final epoch's weights even where an earlier
+    epoch had the lower validation loss (a high constant learning rate makes it bounce here);
+    ``best_epoch`` still names that earlier epoch."""
+    cfg = TrainSettings(**{**CFG.to_dict(), "epochs": 4, "learning_rate": 0.2, "schedule": "constant",
+                           "warmup_epochs": 0, "refit_shifts": False, "keep": "last"})
+    last, hist = fit(radial_potential, *data, cfg, tmp_path / "last", progress=False)
+    assert hist.best_epoch < len(hist)                  # the case where best and last differ
+    final = load_checkpoint(tmp_path / "last")["potential"]
+    assert _same_tree(last.params, final.params)
+    assert _same_tree(load_potential(tmp_path / "last" / "model").params, last.params)
+    val_loss = evaluate(last, data[1], batch_size=4, loss=cfg.loss, plots=False)["loss"]
+    assert val_loss == pytest.approx(hist[-1]["val_loss"], rel=1e-10)
+    best, _ = fit(radial_potential, *data, TrainSettings(**{**cfg.to_dict(), "keep": "best"}), tmp_path / "best",
+                  progress=False)
+    assert not _same_tree(best.params, last.params)
+    with pytest.raises(ValueError, match="keep"):
+        TrainSettings(keep="first")

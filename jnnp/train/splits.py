@@ -133,6 +133,7 @@ def make_split(dataset, *, validation: float = 0.1, test: float = 0.1, seed: int
     a validation or test part not given is drawn at random (``seed``) from the structures outside
     the given sets, ``validation`` / ``test`` being fractions of the whole data set, and the
     training part is all the rest — e.g. a published test set with a random validation part.
+    With ``per_system`` those parts are drawn within each system (fractions of its size).
     """
     n = len(dataset)
     fixed = {"train": _as_indices(train_indices), "validation": _as_indices(validation_indices),
@@ -149,13 +150,24 @@ def make_split(dataset, *, validation: float = 0.1, test: float = 0.1, seed: int
         empty = np.zeros(0, np.int64)
         return Split(fixed["train"], *(empty if fixed[k] is None else fixed[k] for k in ("validation", "test")))
     given = np.concatenate([v for v in fixed.values() if v is not None])
-    rest = np.setdiff1d(np.arange(n), given)
-    rest = rest[np.random.default_rng(seed).permutation(len(rest))]
-    drawn = {}
-    for name, fraction in (("validation", validation), ("test", test)):
-        if fixed[name] is None:
-            k = min(int(round(fraction * n)), max(len(rest) - 1, 0))
-            drawn[name], rest = rest[:k], rest[k:]
-        else:
-            drawn[name] = fixed[name]
-    return Split(rest, drawn["validation"], drawn["test"])
+    if per_system:   # draw the missing parts within each system, fractions of the system's size
+        systems = system_keys(dataset)
+        keys = sorted(set(systems), key=str)
+        groups = [(np.array([i for i, s in enumerate(systems) if s == key], np.int64), [int(seed), k])
+                  for k, key in enumerate(keys)]
+    else:
+        groups = [(np.arange(n), seed)]
+    parts = {"train": [], "validation": [], "test": []}
+    for members, group_seed in groups:
+        rest = np.setdiff1d(members, given)
+        rest = rest[np.random.default_rng(group_seed).permutation(len(rest))]
+        for name, fraction in (("validation", validation), ("test", test)):
+            if fixed[name] is None:
+                k = min(int(round(fraction * len(members))), max(len(rest) - 1, 0))
+                parts[name].append(rest[:k])
+                rest = rest[k:]
+        parts["train"].append(rest)
+    for name in ("validation", "test"):
+        if fixed[name] is not None:
+            parts[name] = [fixed[name]]
+    return Split(*(np.concatenate(parts[k]) for k in ("train", "validation", "test")))

@@ -74,6 +74,14 @@ def test_per_system_split():
     data = [Structure(positions=np.zeros((1, 3)), numbers=[1], source=k) for k in systems]
     assert system_keys(data)[:2] == ["a", "a"]
     assert make_split(data, validation=0.2, test=0.1, seed=1, per_system=True).to_dict() == s.to_dict()
+    # a fixed test set (all of system b): the validation part is still drawn within each system
+    f = make_split(data, validation=0.2, test=0.0, seed=1, per_system=True, test_indices=range(20, 30))
+    assert f.test.tolist() == list(range(20, 30))
+    assert len(np.intersect1d(f.validation, range(20))) == 4        # 0.2 of system a's 20
+    assert len(f.validation) == 4 and len(f.train) == 16            # b has no structure left
+    f = make_split(data, validation=0.2, test=0.0, seed=1, per_system=True, test_indices=[0, 1, 20])
+    assert len(np.intersect1d(f.validation, range(20))) == 4 and len(np.intersect1d(f.validation, range(20, 30))) == 2
+    assert sorted(np.concatenate([f.train, f.validation, f.test]).tolist()) == list(range(30))
 
 
 def test_split_from_files(tmp_path):

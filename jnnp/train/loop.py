@@ -40,7 +40,7 @@ from jnnp.train.features import (FeatureBatcher, cached_feature_properties_fn, f
 from jnnp.train.kalman import kalman_filter, make_kalman_train_step
 from jnnp.train.loss import LossConfig, combine_terms, loss_terms
 from jnnp.train.metrics import (ErrorAccumulator, plot_learning_curve, plot_parity, write_history_csv,
-                                write_json)
+                                write_json, write_rows_csv)
 from jnnp.train.normalize import energy_scale, normalize_potential, refit_shifts
 from jnnp.train.reference import fit_reference_energies
 from jnnp.train.optim import SCHEDULES, make_lbfgs, make_optimizer, make_schedule, plateau_scale
@@ -371,7 +371,8 @@ def evaluate(potential, dataset, *, batch_size: int = 16, systems=None, loss: Lo
     one compiled for this data set's shapes. ``cache_dir``: graph cache (see `build_graphs`).
 
     Returns the `ErrorAccumulator.summary` dict plus ``loss`` (with the weights of ``loss``).
-    With ``run_dir``, writes ``{name}_metrics.json`` and ``{name}_parity.png`` there.
+    With ``run_dir``, writes ``{name}_metrics.json``, ``{name}_structures.csv`` (per-structure
+    errors, `ErrorAccumulator.structure_rows`) and ``{name}_parity.png`` there.
     """
     loss = loss or LossConfig()
     stress = any(s.stress is not None and s.periodic for s in dataset)
@@ -383,6 +384,7 @@ def evaluate(potential, dataset, *, batch_size: int = 16, systems=None, loss: Lo
     summary = {"loss": val, **summary}
     if run_dir is not None:
         write_json(summary, Path(run_dir) / f"{name}_metrics.json")
+        write_rows_csv(acc.structure_rows(dataset), Path(run_dir) / f"{name}_structures.csv")
         if plots:
             plot_parity(acc, Path(run_dir) / f"{name}_parity.png", title=name)
     return summary

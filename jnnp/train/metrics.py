@@ -8,7 +8,8 @@
 * ``per_element[symbol]``: force errors of the atoms of that element;
 * ``per_system[key]``: all of the above for the structures of each system (e.g. source file).
 
-Files: `write_history_csv` (metrics.csv, one row per epoch), `write_json` (metrics.json),
+Files: `write_history_csv` (metrics.csv, one row per epoch), `write_rows_csv` (per-structure
+errors, `ErrorAccumulator.structure_rows`), `write_json` (metrics.json),
 `plot_learning_curve` and `plot_parity` (PNG, matplotlib with the Agg backend; skipped with a
 warning when matplotlib is missing).
 """
@@ -16,6 +17,7 @@ warning when matplotlib is missing).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -28,7 +30,7 @@ import numpy as np
 
 from jnnp.data.elements import symbol
 
-__all__ = ["ErrorAccumulator", "error_stats", "write_history_csv", "write_json", "plot_learning_curve",
+__all__ = ["ErrorAccumulator", "error_stats", "write_history_csv", "write_rows_csv", "write_json", "plot_learning_curve",
            "plot_parity", "atomic_write_text"]
 
 MEV = 1000.0
@@ -57,6 +59,7 @@ class ErrorAccumulator:
         self.e_ref, self.e_pred, self.e_sys = [], [], []
         self.f_ref, self.f_pred, self.f_el, self.f_sys = [], [], [], []
         self.s_ref, self.s_pred, self.s_sys = [], [], []
+        self.rows = {}   # structure index -> per-structure errors (`structure_rows`)
 
     def add(self, batch, pred) -> None:
         """Add one batch (`jnnp.train.batch.Batch`, or a `jnnp.train.features.FeatureBatch` with
@@ -72,15 +75,18 @@ class ErrorAccumulator:
             n = int(batch.n_atoms[k])
             idx = int(batch.index[k])
             key = self.systems[idx] if self.systems is not None else ""
+            row = self.rows.setdefault(idx, {"n_atoms": n})
             if batch.has_energy[k]:
                 self.e_ref.append(batch.energy[k] / n)
                 self.e_pred.append(e[k] / n)
                 self.e_sys.append(key)
+                row.update(energy_ref=self.e_ref[-1], energy_pred=self.e_pred[-1])
             if f is not None and batch.has_forces[k]:
                 self.f_ref.append(batch.forces[a0:a0 + n])
                 self.f_pred.append(f[a0:a0 + n])
                 self.f_el.append(species[a0:a0 + n])
                 self.f_sys.append([key] * n)
+                row["force_rmse"] = float(np.sqrt(np.mean((self.f_pred[-1] - self.f_ref[-1]) ** 2)))
             if st is not None and batch.has_stress[k]:
                 self.s_ref.append(batch.stress[k])
                 self.s_pred.append(st[k])
@@ -101,6 +107,25 @@ class ErrorAccumulator:
                 "stress_ref": np.asarray(self.s_ref, np.float64).reshape(-1, 3, 3),
                 "stress_pred": np.asarray(self.s_pred, np.float64).reshape(-1, 3, 3),
                 "stress_system": np.asarray(self.s_sys, dtype=object)}
+
+    def structure_rows(self, structures=None) -> list[dict]:
+        """One row per structure evaluated, in index order: ``index`` (into the evaluated
+        sequence), ``source`` and ``frame`` (from ``structures[index]`` when given), ``n_atoms``,
+        ``energy_ref_eV_per_atom``, ``energy_pred_eV_per_atom``, ``energy_error_meV_per_atom``
+        (pred − ref) and ``force_rmse_meV_per_A``; absent labels are empty. The file n2p2 writes
+        as testpoints.out: where the outliers are."""
+        out = []
+        for idx in sorted(self.rows):
+            r = self.rows[idx]
+            s = structures[idx] if structures is not None else None
+            e_ok = "energy_ref" in r
+            out.append({"index": idx, "source": s.source if s is not None else "",
+                        "frame": s.index if s is not None else "", "n_atoms": r["n_atoms"],
+                        "energy_ref_eV_per_atom": r["energy_ref"] if e_ok else "",
+                        "energy_pred_eV_per_atom": r["energy_pred"] if e_ok else "",
+                        "energy_error_meV_per_atom": (r["energy_pred"] - r["energy_ref"]) * MEV if e_ok else "",
+                        "force_rmse_meV_per_A": r["force_rmse"] * MEV if "force_rmse" in r else ""})
+        return out
 
     @staticmethod
     def _summarise(a, e_sel, f_sel, s_sel) -> dict:
@@ -162,6 +187,17 @@ def write_json(obj, path) -> None:
     atomic_write_text(path, json.dumps(_clean(obj), indent=2) + "\n")
 
 
+def write_rows_csv(rows, path, columns=None) -> None:
+    """``rows`` (list of flat dicts) as CSV with a header of ``columns`` (default: the first row's
+    keys; other keys are left out), atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns if columns is not None else rows[0] if rows else []),
+                       extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
 def write_history_csv(history, path) -> None:
     """One row per epoch record of ``history`` (list of flat dicts), columns in first-seen order."""
     cols = []
@@ -169,14 +205,7 @@ def write_history_csv(history, path) -> None:
         for k, v in rec.items():
             if k not in cols and not isinstance(v, (dict, list, tuple)):
                 cols.append(k)
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    for rec in history:
-        w.writerow({k: _clean(rec.get(k)) for k in cols})
-    atomic_write_text(path, buf.getvalue())
+    write_rows_csv([{k: _clean(rec.get(k)) for k in cols} for rec in history], path, cols)
 
 
 def _pyplot():

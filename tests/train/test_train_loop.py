@@ -1,5 +1,6 @@
 """The training loop: learning, outputs, exact resume, interrupts, NaN guard, saved models."""
 
+import csv
 import math
 import os
 import signal
@@ -146,6 +147,12 @@ def test_evaluate_helper(tmp_path, reference_run, data):
     out = predict(best, val, batch_size=4)
     e = np.array([(o["energy"] - s.energy) / 9 for o, s in zip(out, val)]) * 1000
     assert m["energy_rmse"] == pytest.approx(np.sqrt(np.mean(e**2)), rel=1e-10)
+    rows = list(csv.DictReader(open(tmp_path / "test_structures.csv")))     # per-structure errors
+    assert [int(r["index"]) for r in rows] == list(range(8))
+    assert [(r["source"], int(r["frame"])) for r in rows] == [(s.source, s.index) for s in val]
+    assert [float(r["energy_error_meV_per_atom"]) for r in rows] == pytest.approx(e, rel=1e-9)
+    f = [np.sqrt(np.mean((o["forces"] - s.forces) ** 2)) * 1000 for o, s in zip(out, val)]
+    assert [float(r["force_rmse_meV_per_A"]) for r in rows] == pytest.approx(f, rel=1e-8)
 
 
 def test_fit_with_weight_average(tmp_path, radial_potential, data):

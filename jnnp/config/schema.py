@@ -25,7 +25,8 @@ class SplitConfig(_Strict):
     validation: float = Field(0.1, ge=0.0, lt=1.0)
     test: float = Field(0.1, ge=0.0, lt=1.0)
     seed: int = 0
-    per_system: bool = Field(False, description="split each source file (system) separately")
+    per_system: bool = Field(False, description="split each source file (system) separately; with a "
+                            "fixed index set, the random parts are drawn within each system")
     train_indices: str | None = Field(None, description="file with one 0-based index per line; "
                                       "given, the split is exactly the index files")
     validation_indices: str | None = Field(None, description="index file; without it a random "

@@ -43,7 +43,7 @@ def test_quickstart_runs_on_a_tiny_subset(tmp_path, monkeypatch):
         "md.trajectory_every=10", "md.samples_per_chunk=2"])
     summary = train_from_config(cfg, progress=False)
     assert summary["test"]["n_energies"] > 0
-    for f in ("model/model.json", "metrics.csv", "metrics.json", "test_metrics.json", "md/thermo.csv",
-              "md/summary.json"):
+    for f in ("model/model.json", "metrics.csv", "metrics.json", "test_metrics.json", "test_structures.csv",
+              "md/thermo.csv", "md/summary.json"):
         assert (tmp_path / "qs" / f).exists(), f
     assert json.loads((tmp_path / "qs" / "summary.json").read_text())["md"]["steps"] == 20

@@ -30,8 +30,8 @@ import numpy as np
 
 from jnnp.data.elements import symbol
 
-__all__ = ["ErrorAccumulator", "error_stats", "write_history_csv", "write_rows_csv", "write_json", "plot_learning_curve",
-           "plot_parity", "atomic_write_text"]
+__all__ = ["ErrorAccumulator", "error_stats", "write_history_csv", "write_rows_csv", "write_json",
+           "plot_learning_curve", "plot_parity", "atomic_write_text"]
 
 MEV = 1000.0
 
@@ -123,7 +123,8 @@ class ErrorAccumulator:
                         "frame": s.index if s is not None else "", "n_atoms": r["n_atoms"],
                         "energy_ref_eV_per_atom": r["energy_ref"] if e_ok else "",
                         "energy_pred_eV_per_atom": r["energy_pred"] if e_ok else "",
-                        "energy_error_meV_per_atom": (r["energy_pred"] - r["energy_ref"]) * MEV if e_ok else "",
+                        "energy_error_meV_per_atom":
+                            (r["energy_pred"] - r["energy_ref"]) * MEV if e_ok else "",
                         "force_rmse_meV_per_A": r["force_rmse"] * MEV if "force_rmse" in r else ""})
         return out
 

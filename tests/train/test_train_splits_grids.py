@@ -80,7 +80,8 @@ def test_per_system_split():
     assert len(np.intersect1d(f.validation, range(20))) == 4        # 0.2 of system a's 20
     assert len(f.validation) == 4 and len(f.train) == 16            # b has no structure left
     f = make_split(data, validation=0.2, test=0.0, seed=1, per_system=True, test_indices=[0, 1, 20])
-    assert len(np.intersect1d(f.validation, range(20))) == 4 and len(np.intersect1d(f.validation, range(20, 30))) == 2
+    assert len(np.intersect1d(f.validation, range(20))) == 4
+    assert len(np.intersect1d(f.validation, range(20, 30))) == 2
     assert sorted(np.concatenate([f.train, f.validation, f.test]).tolist()) == list(range(30))
 
 

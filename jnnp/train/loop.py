@@ -14,7 +14,8 @@
 * Ctrl-C (SIGINT, main thread): the current step finishes, a checkpoint is written and `fit`
   returns normally (a second Ctrl-C aborts at once).
 * ``run_dir`` receives ``checkpoint.{json,msgpack}``, ``model/`` (best model), ``metrics.csv``
-  (one row per epoch), ``metrics.json``, ``cache/`` (neighbour lists) and PNG plots.
+  (one row per epoch), ``metrics.json``, ``validation_structures.csv`` (the kept model's error per
+  validation structure), ``cache/`` (neighbour lists) and PNG plots.
 """
 
 from __future__ import annotations
@@ -591,6 +592,7 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
     if val_b is not None and not stop.startswith("interrupted"):
         vloss, vm, acc = _validate(properties_fn, best.params, val_b, loss_cfg, elements, systems)
         summary["validation"] = {"loss": vloss, **vm}
+        write_rows_csv(acc.structure_rows(val_set), run_dir / "validation_structures.csv")
         if cfg.plots:
             plot_parity(acc, run_dir / "validation_parity.png", title="validation")
     write_json(summary, run_dir / "metrics.json")

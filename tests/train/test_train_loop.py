@@ -1,6 +1,7 @@
 """The training loop: learning, outputs, exact resume, interrupts, NaN guard, saved models."""
 
 import csv
+import json
 import math
 import os
 import signal
@@ -50,6 +51,10 @@ def test_fit_learns_and_writes_outputs(reference_run, data):
     header = (d / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"epoch", "train_loss", "val_loss", "val_energy_rmse", "val_force_rmse"} <= set(header)
     assert all(math.isfinite(v) for v in hist.column("val_force_rmse"))
+    rows = list(csv.DictReader(open(d / "validation_structures.csv")))      # the kept model's errors
+    e = np.array([float(r["energy_error_meV_per_atom"]) for r in rows])
+    m = json.loads((d / "metrics.json").read_text())["validation"]
+    assert len(rows) == len(data[1]) and np.sqrt(np.mean(e**2)) == pytest.approx(m["energy_rmse"], rel=1e-9)
 
 
 def test_best_model_has_refitted_shifts(reference_run, data):

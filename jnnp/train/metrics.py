@@ -59,7 +59,7 @@ class ErrorAccumulator:
         self.e_ref, self.e_pred, self.e_sys = [], [], []
         self.f_ref, self.f_pred, self.f_el, self.f_sys = [], [], [], []
         self.s_ref, self.s_pred, self.s_sys = [], [], []
-        self.rows = {}   # structure index -> per-structure errors (`structure_rows`)
+        self.rows = {}   # structure index -> its atom count and positions in the lists above
 
     def add(self, batch, pred) -> None:
         """Add one batch (`jnnp.train.batch.Batch`, or a `jnnp.train.features.FeatureBatch` with
@@ -80,13 +80,13 @@ class ErrorAccumulator:
                 self.e_ref.append(batch.energy[k] / n)
                 self.e_pred.append(e[k] / n)
                 self.e_sys.append(key)
-                row.update(energy_ref=self.e_ref[-1], energy_pred=self.e_pred[-1])
+                row["e"] = len(self.e_ref) - 1
             if f is not None and batch.has_forces[k]:
                 self.f_ref.append(batch.forces[a0:a0 + n])
                 self.f_pred.append(f[a0:a0 + n])
                 self.f_el.append(species[a0:a0 + n])
                 self.f_sys.append([key] * n)
-                row["force_rmse"] = float(np.sqrt(np.mean((self.f_pred[-1] - self.f_ref[-1]) ** 2)))
+                row["f"] = len(self.f_ref) - 1
             if st is not None and batch.has_stress[k]:
                 self.s_ref.append(batch.stress[k])
                 self.s_pred.append(st[k])
@@ -118,14 +118,18 @@ class ErrorAccumulator:
         for idx in sorted(self.rows):
             r = self.rows[idx]
             s = structures[idx] if structures is not None else None
-            e_ok = "energy_ref" in r
-            out.append({"index": idx, "source": s.source if s is not None else "",
-                        "frame": s.index if s is not None else "", "n_atoms": r["n_atoms"],
-                        "energy_ref_eV_per_atom": r["energy_ref"] if e_ok else "",
-                        "energy_pred_eV_per_atom": r["energy_pred"] if e_ok else "",
-                        "energy_error_meV_per_atom":
-                            (r["energy_pred"] - r["energy_ref"]) * MEV if e_ok else "",
-                        "force_rmse_meV_per_A": r["force_rmse"] * MEV if "force_rmse" in r else ""})
+            row = {"index": idx, "source": s.source if s is not None else "",
+                   "frame": s.index if s is not None else "", "n_atoms": r["n_atoms"],
+                   "energy_ref_eV_per_atom": "", "energy_pred_eV_per_atom": "",
+                   "energy_error_meV_per_atom": "", "force_rmse_meV_per_A": ""}
+            if "e" in r:
+                ref, pred = self.e_ref[r["e"]], self.e_pred[r["e"]]
+                row.update(energy_ref_eV_per_atom=ref, energy_pred_eV_per_atom=pred,
+                           energy_error_meV_per_atom=(pred - ref) * MEV)
+            if "f" in r:
+                diff = self.f_pred[r["f"]] - self.f_ref[r["f"]]
+                row["force_rmse_meV_per_A"] = float(np.sqrt(np.mean(diff**2))) * MEV
+            out.append(row)
         return out
 
     @staticmethod

@@ -577,8 +577,9 @@ def fit(potential, train_set, val_set=None, cfg: TrainSettings = TrainSettings()
     if cfg.keep == "last" and history.epochs and stop != "interrupted" and not stop.startswith("non-finite"):
         best_params, kept_epoch = evaluation_params(state), len(history.epochs)
         kept_loss = history.epochs[-1].get("val_loss", history.epochs[-1]["train_loss"])
-        save_model(run_dir / "model", potential.replace(params=best_params),
-                   metadata={"epoch": kept_epoch, "loss": _jsonfloat(kept_loss)})
+        if not cfg.refit_shifts:    # otherwise saved below, after the refit
+            save_model(run_dir / "model", potential.replace(params=best_params),
+                       metadata={"epoch": kept_epoch, "loss": _jsonfloat(kept_loss)})
     best = potential.replace(params=jax.tree.map(np.asarray, best_params))
     if cfg.refit_shifts and stop != "interrupted":
         best = refit_shifts(best, pass_b)

@@ -69,17 +69,21 @@ def random_split(n: int, validation: float = 0.1, test: float = 0.1, seed: int =
 def per_system_split(systems, validation: float = 0.1, test: float = 0.1, seed: int = 0) -> Split:
     """Split each system (structures with equal key in ``systems``) separately with the same
     fractions, so every system is represented in every part it is large enough for."""
-    systems = list(systems)
-    keys = sorted(set(systems), key=str)
     train, val, tst = [], [], []
-    for k_idx, key in enumerate(keys):
-        members = np.array([i for i, s in enumerate(systems) if s == key], np.int64)
+    for k_idx, members in enumerate(_system_members(systems)):
         sub = random_split(len(members), validation, test, seed=[int(seed), k_idx])
         train.append(members[sub.train])
         val.append(members[sub.validation])
         tst.append(members[sub.test])
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int64)
     return Split(cat(train), cat(val), cat(tst))
+
+
+def _system_members(systems) -> list[np.ndarray]:
+    """Indices of the structures of each system (equal keys in ``systems``), systems in key order."""
+    systems = list(systems)
+    return [np.array([i for i, s in enumerate(systems) if s == key], np.int64)
+            for key in sorted(set(systems), key=str)]
 
 
 def read_indices(path) -> np.ndarray:
@@ -151,10 +155,7 @@ def make_split(dataset, *, validation: float = 0.1, test: float = 0.1, seed: int
         return Split(fixed["train"], *(empty if fixed[k] is None else fixed[k] for k in ("validation", "test")))
     given = np.concatenate([v for v in fixed.values() if v is not None])
     if per_system:   # draw the missing parts within each system, fractions of the system's size
-        systems = system_keys(dataset)
-        keys = sorted(set(systems), key=str)
-        groups = [(np.array([i for i, s in enumerate(systems) if s == key], np.int64), [int(seed), k])
-                  for k, key in enumerate(keys)]
+        groups = [(m, [int(seed), k]) for k, m in enumerate(_system_members(system_keys(dataset)))]
     else:
         groups = [(np.arange(n), seed)]
     parts = {"train": [], "validation": [], "test": []}

@@ -91,7 +91,8 @@ def test_rmd17_cur_is_rmd17_with_the_cur_recipe(in_repo):
                           "model.descriptor.angular_eta=[0.005, 0.02, 0.05, 0.1, 0.3]",
                           "model.descriptor.zeta=[1, 2, 4, 8, 16]", "model.descriptor.select=cur",
                           "model.descriptor.select_n=180", "train.epochs=2800", "train.optimizer=adamw",
-                          "train.weight_decay=0.01", "train.ema_decay=0.999", "train.max_time_s=7200"])
+                          "train.weight_decay=0.01", "train.ema_decay=0.999", "train.max_time_s=7200",
+                          "model.hidden=[128, 128]"])
     assert cur == same
     train = load_data(cur)[0]
     pool = build_potential_spec(_cfg("rmd17_cur", ["model.descriptor.select=null"]), (1, 6, 8))
